@@ -1,0 +1,3 @@
+from imageimport.cli import app
+
+app()

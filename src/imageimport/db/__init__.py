@@ -1,0 +1,1 @@
+"""Persistence: models, engines, migrations and the queries the services share."""

@@ -1,0 +1,122 @@
+"""Tables: one row per import, per remote file of an import, and per distinct image."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Import(Base):
+    __tablename__ = "imports"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    # Set when the import is driven by something else, e.g. a Kubernetes resource's uid.
+    external_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(Text)
+    folder_id: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(32), default="pending", index=True)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_imports_created_at_id", "created_at", "id"),)
+
+
+class ImportItem(Base):
+    __tablename__ = "import_items"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    import_id: Mapped[str] = mapped_column(ForeignKey("imports.id", ondelete="CASCADE"))
+    remote_id: Mapped[str] = mapped_column(String(1024))
+    name: Mapped[str] = mapped_column(Text)
+    path: Mapped[str] = mapped_column(Text)
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    mime_type: Mapped[str | None] = mapped_column(String(255))
+    checksum: Mapped[str | None] = mapped_column(String(255))
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str | None] = mapped_column(Text)
+    bytes: Mapped[int | None] = mapped_column(BigInteger)
+    image_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"),
+        ForeignKey("images.id", ondelete="SET NULL"),
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+    __table_args__ = (
+        UniqueConstraint("import_id", "remote_id", name="uq_import_items_import_remote"),
+        Index("ix_import_items_import_state", "import_id", "state"),
+    )
+
+
+class Image(Base):
+    __tablename__ = "images"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    object_key: Mapped[str] = mapped_column(String(512))
+    thumbnail_key: Mapped[str] = mapped_column(String(512))
+    size: Mapped[int] = mapped_column(BigInteger)
+    content_type: Mapped[str] = mapped_column(String(100))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(String(16), index=True)
+    taken_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    camera: Mapped[str | None] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(Text)
+    path: Mapped[str] = mapped_column(Text)
+    provider: Mapped[str] = mapped_column(String(32), index=True)
+    source_file_id: Mapped[str] = mapped_column(String(1024))
+    import_id: Mapped[str | None] = mapped_column(
+        ForeignKey("imports.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+ITEM_STATES = ("pending", "done", "duplicate", "skipped", "failed", "cancelled")
+TERMINAL_ITEM_STATES = frozenset(ITEM_STATES) - {"pending"}
+IMPORT_STATES = (
+    "pending",
+    "listing",
+    "importing",
+    "succeeded",
+    "completed_with_failures",
+    "failed",
+    "cancelled",
+)
+TERMINAL_IMPORT_STATES = frozenset(IMPORT_STATES[3:])

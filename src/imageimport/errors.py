@@ -1,0 +1,55 @@
+"""Errors whose message is meant for the user: no traceback should ever be needed."""
+
+from __future__ import annotations
+
+
+class ImageImportError(Exception):
+    """Base class; `str(error)` is a complete, human-readable sentence."""
+
+
+class ConfigError(ImageImportError):
+    pass
+
+
+class InvalidSourceURL(ImageImportError):
+    pass
+
+
+class SourceUnavailable(ImageImportError):
+    """The folder is missing, private, or otherwise cannot be listed at all."""
+
+
+class TransientError(ImageImportError):
+    """Worth trying again later (429, 5xx, timeouts, dropped connections)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ItemError(ImageImportError):
+    """One file cannot be imported; the rest of the import goes on."""
+
+    state = "failed"
+
+
+class ItemSkipped(ItemError):
+    """Not an error of the file, just not something we import (e.g. not an image)."""
+
+    state = "skipped"
+
+
+class NotAnImage(ItemSkipped):
+    pass
+
+
+class FileTooLarge(ItemError):
+    pass
+
+
+class CorruptImage(ItemError):
+    pass
+
+
+class ForbiddenHost(ImageImportError):
+    """A request would have left the configured source hosts."""

@@ -1,0 +1,1 @@
+"""The import pipeline: plan a folder, process each file."""

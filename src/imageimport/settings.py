@@ -1,0 +1,104 @@
+"""All configuration, read from the environment (and `.env`) in one place."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    # Where the embedded default keeps its SQLite file and local object store.
+    data_dir: Path = Path("data")
+
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; SQLite file under DATA_DIR when unset."
+    )
+
+    # Object store: S3 when S3_BUCKET is set, a local folder otherwise.
+    objects_dir: Path | None = None
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_prefix: str = ""
+    s3_create_bucket: bool = True
+    s3_multipart_threshold_bytes: int = 16 * 1024 * 1024
+
+    # Queue: NATS JetStream when NATS_URL is set, in-process otherwise.
+    nats_url: str | None = None
+
+    # Source credentials; each one switches its provider from the public route to the API.
+    google_api_key: SecretStr | None = None
+    dropbox_app_key: SecretStr | None = None
+    dropbox_app_secret: SecretStr | None = None
+    dropbox_refresh_token: SecretStr | None = None
+
+    # Every external host a source talks to; tests point them at the fakes.
+    gdrive_api_url: str = "https://www.googleapis.com"
+    gdrive_web_url: str = "https://drive.google.com"
+    gdrive_download_url: str = "https://drive.usercontent.google.com"
+    dropbox_api_url: str = "https://api.dropboxapi.com"
+    dropbox_content_url: str = "https://content.dropboxapi.com"
+    dropbox_web_url: str = "https://www.dropbox.com"
+
+    # Limits on what strangers can make us do.
+    max_file_size_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(default=100_000_000, gt=0)
+    zip_max_total_bytes: int = Field(default=20 * 1024**3, gt=0)
+    zip_max_entries: int = Field(default=200_000, gt=0)
+    zip_max_ratio: int = Field(default=200, gt=0)
+
+    # Behaviour.
+    concurrency: int = Field(default=8, ge=1, le=256)
+    thumbnail_size: int = Field(default=400, ge=16, le=4096)
+    http_timeout_seconds: float = Field(default=60.0, gt=0)
+    source_retry_attempts: int = Field(default=6, ge=1)
+    source_retry_max_wait_seconds: float = Field(default=60.0, gt=0)
+    max_deliver: int = Field(default=5, ge=1)
+
+    @field_validator(
+        "gdrive_api_url",
+        "gdrive_web_url",
+        "gdrive_download_url",
+        "dropbox_api_url",
+        "dropbox_content_url",
+        "dropbox_web_url",
+    )
+    @classmethod
+    def _endpoint_is_http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    @cached_property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'imageimport.db').as_posix()}"
+
+    @cached_property
+    def effective_objects_dir(self) -> Path:
+        return self.objects_dir or self.data_dir / "objects"
+
+    @property
+    def source_endpoints(self) -> list[str]:
+        return [
+            self.gdrive_api_url,
+            self.gdrive_web_url,
+            self.gdrive_download_url,
+            self.dropbox_api_url,
+            self.dropbox_content_url,
+            self.dropbox_web_url,
+        ]
+
+
+def secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None

@@ -1,0 +1,385 @@
+"""Google Drive through the Drive API v3 with an API key (public folders only).
+
+Listing uses google-api-python-client (files.get on the root, then files.list per folder,
+1000 items a page, breadth first, each page handed out before the next is fetched).
+googleapiclient sits on httplib2, which is not thread safe, so the service is built per
+`list()` call and only used by the thread iterating it. Downloads do not go through
+googleapiclient (httplib2 buffers whole bodies); they stream with the shared httpx client and
+send the key in the X-Goog-Api-Key header, so it never appears in a URL that could be logged.
+
+Error messages never contain the key: HttpError's own text includes the request URL (and
+with it the key), so errors are rebuilt from the status and Google's JSON body, `from None`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import httplib2
+import httpx
+from googleapiclient.discovery import build
+from googleapiclient.errors import HttpError
+from googleapiclient.http import build_http
+
+from imageimport.errors import (
+    ConfigError,
+    ImageImportError,
+    ItemError,
+    SourceUnavailable,
+    TransientError,
+)
+from imageimport.settings import Settings, secret
+from imageimport.sources.base import FolderRef, RemoteFile, Source
+from imageimport.sources.gdrive import (
+    FOLDER_MIME,
+    PROVIDER,
+    SHORTCUT_MIME,
+    GiveUpNow,
+    is_google_apps_type,
+    join_path,
+    read_small,
+    retried_download,
+    start_stream,
+)
+from imageimport.sources.http import (
+    TRANSIENT_STATUS,
+    make_http_client,
+    parse_retry_after,
+    with_retries,
+)
+
+log = logging.getLogger(__name__)
+
+LIST_FIELDS = (
+    "nextPageToken, files(id, name, mimeType, size, md5Checksum, resourceKey, "
+    "imageMediaMetadata(width, height, time, cameraMake, cameraModel), "
+    "shortcutDetails(targetId, targetMimeType, targetResourceKey))"
+)
+ROOT_FIELDS = "id, name, mimeType, resourceKey, shortcutDetails(targetId, targetMimeType)"
+PAGE_SIZE = 1000
+# Drive answers 403 (not 429) when a per-user or per-project rate is exceeded.
+_RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded", "sharingRateLimitExceeded"}
+_QUOTA_REASONS = {"downloadQuotaExceeded", "dailyLimitExceeded", "quotaExceeded"}
+
+
+class DriveFailure(Exception):
+    """A non-transient error answer from the Drive API, before it is given a meaning."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"HTTP {status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def key_problem(self) -> str | None:
+        """A sentence when the API key itself is the problem (the same for every request)."""
+        text = self.message.lower()
+        if self.status == 400 and ("api key" in text or "API_KEY" in self.reason):
+            return "The Google API key in GOOGLE_API_KEY is not valid: Google rejects it."
+        if self.reason in ("accessNotConfigured", "SERVICE_DISABLED"):
+            return (
+                "The Google Drive API is not enabled for the Google Cloud project of the "
+                "configured API key (GOOGLE_API_KEY); enable it in the Cloud console."
+            )
+        if self.status == 403 and ("blocked" in text or self.reason.startswith("API_KEY_")):
+            return (
+                "The configured Google API key (GOOGLE_API_KEY) is not allowed to call the "
+                "Google Drive API (check the key's API restrictions)."
+            )
+        if self.status in (401, 403) and "missing a valid api key" in text:
+            return "Google did not accept the configured API key (GOOGLE_API_KEY)."
+        return None
+
+
+def parse_drive_error(status: int, body: bytes) -> tuple[str, str]:
+    """(reason, message) from Google's JSON error body; empty strings when it has none."""
+    try:
+        error = json.loads(body.decode("utf-8", "replace")).get("error", {})
+    except (ValueError, AttributeError):
+        return "", ""
+    if not isinstance(error, dict):
+        return "", str(error)[:300]
+    reason = ""
+    errors = error.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        reason = str(errors[0].get("reason") or "")
+    for detail in error.get("details") or []:
+        if isinstance(detail, dict) and detail.get("reason") and not reason:
+            reason = str(detail["reason"])
+    return reason, str(error.get("message") or "")[:300]
+
+
+def classify(
+    status: int, body: bytes, retry_after: str | None, what: str, key: str
+) -> TransientError | GiveUpNow | DriveFailure:
+    """What an error answer means: retry now, retry much later, or a failure to interpret."""
+    reason, message = parse_drive_error(status, body)
+    message = message.replace(key, "[key]") if key else message
+    if status in TRANSIENT_STATUS or reason in _RATE_LIMIT_REASONS:
+        return TransientError(
+            f"{what}: Google Drive answered {status}{f' ({reason})' if reason else ''}; "
+            "will retry.",
+            retry_after=parse_retry_after(retry_after),
+        )
+    if reason in _QUOTA_REASONS:
+        return GiveUpNow(
+            TransientError(
+                f"{what}: Google Drive's quota is used up ({message or reason}); try again later.",
+                retry_after=3600.0,
+            )
+        )
+    return DriveFailure(status, reason, message)
+
+
+class DriveApiSource(Source):
+    provider: ClassVar[str] = PROVIDER
+
+    def __init__(self, ref: FolderRef, settings: Settings) -> None:
+        super().__init__(ref, settings)
+        key = secret(settings.google_api_key)
+        if not key:
+            raise ConfigError("The Drive API route needs GOOGLE_API_KEY to be set.")
+        self._key = key
+        self._api = settings.gdrive_api_url
+        self._http = make_http_client(settings)
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- listing -----------------------------------------------------------------------------
+
+    def list(self) -> Iterator[RemoteFile]:
+        service = self._service()
+        root_id, root_key = self._root_folder(service)
+        queue: deque[tuple[str, str, str | None]] = deque([(root_id, "", root_key)])
+        visited = {root_id}  # shortcuts can make folder loops
+        emitted: set[str] = set()  # a shortcut's target may also be listed where it lives
+        while queue:
+            folder_id, prefix, resource_key = queue.popleft()
+            for item in self._folder_items(service, folder_id, resource_key, prefix):
+                mime = item.get("mimeType")
+                file_id = str(item.get("id") or "")
+                name = str(item.get("name") or file_id)
+                path = join_path(prefix, name)
+                extra: dict[str, Any] = {}
+                is_shortcut = mime == SHORTCUT_MIME
+                if is_shortcut:
+                    # Followed to its target, under the shortcut's own name; the target's size
+                    # and checksum are not in the listing.
+                    details = item.get("shortcutDetails") or {}
+                    file_id = str(details.get("targetId") or "")
+                    mime = details.get("targetMimeType")
+                    extra["shortcut_id"] = item.get("id")
+                    resource_key_of_item = details.get("targetResourceKey")
+                else:
+                    resource_key_of_item = item.get("resourceKey")
+                if not file_id:
+                    continue
+                if mime == FOLDER_MIME:
+                    if file_id not in visited:
+                        visited.add(file_id)
+                        queue.append((file_id, path, resource_key_of_item))
+                    continue
+                if is_google_apps_type(mime) or file_id in emitted:
+                    continue  # Docs, Sheets...: no bytes to import
+                emitted.add(file_id)
+                if resource_key_of_item:
+                    extra["resource_key"] = resource_key_of_item
+                if item.get("imageMediaMetadata"):
+                    extra["image_metadata"] = item["imageMediaMetadata"]
+                size, md5 = item.get("size"), item.get("md5Checksum")
+                yield RemoteFile(
+                    id=file_id,
+                    name=name,
+                    path=path,
+                    size=int(size) if size is not None and not is_shortcut else None,
+                    mime_type=mime,
+                    checksum=f"md5:{md5}" if md5 and not is_shortcut else None,
+                    extra=extra,
+                )
+
+    def _service(self) -> Any:
+        http = build_http()
+        http.timeout = self.settings.http_timeout_seconds
+        return build(
+            "drive",
+            "v3",
+            developerKey=self._key,
+            http=http,
+            static_discovery=True,
+            cache_discovery=False,
+            # The static discovery document's base is https://www.googleapis.com/drive/v3/;
+            # an api_endpoint replaces all of it, so the service path is repeated here.
+            client_options={"api_endpoint": f"{self._api}/drive/v3/"},
+        )
+
+    def _root_folder(self, service: Any) -> tuple[str, str | None]:
+        """The folder to list (a shortcut to a folder is followed), checked to exist.
+
+        Needed because files.list on a folder the key cannot see answers "no files" rather
+        than an error; files.get tells a missing or private folder apart from an empty one.
+        """
+        ref = self.ref
+        what = f"Reading the Google Drive folder {ref.url}"
+        request = self._request(
+            lambda: service.files().get(
+                fileId=ref.folder_id, fields=ROOT_FIELDS, supportsAllDrives=True
+            ),
+            ref.folder_id,
+            ref.resource_key,
+        )
+        try:
+            meta = with_retries(self.settings, lambda: self._execute(request, what))
+        except DriveFailure as failure:
+            raise self._folder_unavailable(failure) from None
+        except GiveUpNow as give_up:
+            raise give_up.error from None
+        mime = meta.get("mimeType")
+        if mime == SHORTCUT_MIME:
+            details = meta.get("shortcutDetails") or {}
+            if details.get("targetMimeType") == FOLDER_MIME and details.get("targetId"):
+                return str(details["targetId"]), details.get("targetResourceKey")
+        if mime != FOLDER_MIME:
+            raise SourceUnavailable(
+                f"The Google Drive link {ref.url} points at a file ({meta.get('name')!r}), not "
+                "a folder; share the folder that holds the images instead."
+            )
+        return ref.folder_id, ref.resource_key
+
+    def _folder_items(
+        self, service: Any, folder_id: str, resource_key: str | None, prefix: str
+    ) -> Iterator[dict[str, Any]]:
+        """Every child of one folder, page by page; a vanished subfolder is skipped."""
+        what = f"Listing the Google Drive folder {prefix or self.ref.url!r}"
+        token: str | None = None
+        while True:
+            request = self._list_request(service, folder_id, resource_key, token)
+            try:
+                page = with_retries(self.settings, lambda: self._execute(request, what))  # noqa: B023
+            except DriveFailure as failure:
+                if prefix == "" or failure.key_problem:
+                    raise self._folder_unavailable(failure) from None
+                log.warning("Skipping Google Drive subfolder %r: %s", prefix, failure.message)
+                return
+            except GiveUpNow as give_up:
+                raise give_up.error from None
+            yield from page.get("files") or []
+            token = page.get("nextPageToken")
+            if not token:
+                return
+
+    def _list_request(
+        self, service: Any, folder_id: str, resource_key: str | None, token: str | None
+    ) -> Callable[[], Any]:
+        return self._request(
+            lambda: service.files().list(
+                q=f"'{folder_id}' in parents and trashed=false",
+                pageSize=PAGE_SIZE,
+                pageToken=token,
+                supportsAllDrives=True,
+                includeItemsFromAllDrives=True,
+                fields=LIST_FIELDS,
+            ),
+            folder_id,
+            resource_key,
+        )
+
+    def _request(
+        self, make: Callable[[], Any], item_id: str, resource_key: str | None
+    ) -> Callable[[], Any]:
+        """A fresh HttpRequest per attempt, carrying the item's resource key when it has one."""
+
+        def fresh() -> Any:
+            request = make()
+            if resource_key:
+                request.headers["X-Goog-Drive-Resource-Keys"] = f"{item_id}/{resource_key}"
+            return request
+
+        return fresh
+
+    def _execute(self, request: Callable[[], Any], what: str) -> dict[str, Any]:
+        try:
+            return dict(request().execute(num_retries=0))
+        except HttpError as error:
+            outcome = classify(
+                error.resp.status,
+                error.content or b"",
+                error.resp.get("retry-after"),
+                what,
+                self._key,
+            )
+        except (OSError, http.client.HTTPException, httplib2.HttpLib2Error) as error:
+            outcome = TransientError(f"{what}: connection problem ({type(error).__name__}).")
+        except ValueError:  # a body cut short or garbled on the way is not valid JSON
+            outcome = TransientError(f"{what}: Google Drive's answer could not be read.")
+        # Raised outside the except blocks: HttpError's text holds the URL with the key.
+        raise outcome
+
+    def _folder_unavailable(self, failure: DriveFailure) -> SourceUnavailable:
+        if failure.key_problem:
+            return SourceUnavailable(failure.key_problem)
+        if failure.status in (403, 404):
+            return SourceUnavailable(
+                f"The Google Drive folder {self.ref.url} was not found or is not shared with "
+                "'Anyone with the link'."
+            )
+        return SourceUnavailable(
+            f"Google Drive refused to list the folder {self.ref.url} (HTTP {failure.status}: "
+            f"{failure.message or failure.reason or 'no details'})."
+        )
+
+    # -- downloading -------------------------------------------------------------------------
+
+    def open(self, file: RemoteFile) -> AbstractContextManager[Iterator[bytes]]:
+        what = f"Downloading {file.path!r} from Google Drive"
+        url = f"{self._api}/drive/v3/files/{quote(file.id, safe='')}"
+        headers = {"X-Goog-Api-Key": self._key}
+        resource_key = file.extra.get("resource_key")
+        if resource_key:
+            headers["X-Goog-Drive-Resource-Keys"] = f"{file.id}/{resource_key}"
+        params = {"alt": "media", "supportsAllDrives": "true"}
+
+        def start(stack: ExitStack) -> httpx.Response:
+            response = start_stream(
+                stack, self._http, "GET", url, what, params=params, headers=headers
+            )
+            if response.status_code < 400:
+                return response
+            outcome = classify(
+                response.status_code,
+                read_small(response, 64 * 1024),
+                response.headers.get("Retry-After"),
+                what,
+                self._key,
+            )
+            if isinstance(outcome, DriveFailure):
+                raise self._file_error(file, outcome)
+            raise outcome
+
+        return retried_download(self.settings, start, what)
+
+    def _file_error(self, file: RemoteFile, failure: DriveFailure) -> ImageImportError:
+        if failure.key_problem:
+            return SourceUnavailable(failure.key_problem)
+        if failure.status == 404:
+            return ItemError(
+                f"{file.path!r} could not be downloaded: it was deleted from Google Drive or is "
+                "no longer shared."
+            )
+        if failure.reason in ("fileNotDownloadable", "cannotDownloadAbusiveFile"):
+            return ItemError(
+                f"{file.path!r} cannot be downloaded from Google Drive "
+                f"({failure.message or failure.reason})."
+            )
+        return ItemError(
+            f"{file.path!r} could not be downloaded from Google Drive (HTTP {failure.status}: "
+            f"{failure.message or failure.reason or 'no details'})."
+        )

@@ -1,0 +1,57 @@
+import threading
+import time
+
+from imageimport.queue.base import Job
+from imageimport.queue.memory import MemoryQueue
+
+
+def job(n: int) -> Job:
+    return Job("imp", n, f"remote-{n}")
+
+
+def test_publish_deduplicates_by_import_and_remote_id() -> None:
+    queue = MemoryQueue()
+    queue.publish([job(1), job(2)])
+    queue.publish([job(1), Job("imp", 99, "remote-2"), Job("other", 1, "remote-1")])
+    pulled = queue.pull(10, timeout=0.1)
+    assert sorted((d.job.import_id, d.job.remote_id) for d in pulled) == [
+        ("imp", "remote-1"),
+        ("imp", "remote-2"),
+        ("other", "remote-1"),
+    ]
+
+
+def test_ack_settles_and_retry_redelivers_later_with_a_higher_attempt() -> None:
+    queue = MemoryQueue()
+    queue.publish([job(1)])
+    (first,) = queue.pull(1, timeout=0.1)
+    assert first.attempt == 1
+    assert queue.outstanding() == 1
+    first.retry_later(0.2)
+    assert queue.pull(1, timeout=0.05) == []
+    started = time.monotonic()
+    (second,) = queue.pull(1, timeout=2)
+    assert time.monotonic() - started >= 0.1
+    assert (second.job, second.attempt) == (job(1), 2)
+    second.ack()
+    assert queue.outstanding() == 0
+
+
+def test_give_up_drops_the_job() -> None:
+    queue = MemoryQueue()
+    queue.publish([job(1)])
+    queue.pull(1, timeout=0.1)[0].give_up()
+    assert queue.outstanding() == 0
+    assert queue.pull(1, timeout=0.05) == []
+
+
+def test_pull_wakes_up_when_a_job_arrives() -> None:
+    queue = MemoryQueue()
+    threading.Timer(0.1, queue.publish, args=([job(7)],)).start()
+    (delivery,) = queue.pull(1, timeout=5)
+    assert delivery.job == job(7)
+
+
+def test_job_round_trips_through_bytes() -> None:
+    assert Job.decode(job(5).encode()) == job(5)
+    assert job(5).dedup_id == "imp:remote-5"
