@@ -1,0 +1,236 @@
+"""The `imageimport` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+from sqlalchemy import select
+
+from imageimport.db.models import Image, ImportItem
+from imageimport.errors import ImageImportError
+from imageimport.settings import Settings
+
+app = typer.Typer(
+    help="Import images from public Google Drive and Dropbox folders.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as error:
+        lines = [f"  {'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors()]
+        console.print("[red]Invalid configuration:[/red]\n" + "\n".join(lines))
+        raise typer.Exit(2) from None
+
+
+def _runtime(settings: Settings) -> Any:
+    from imageimport.runtime import Runtime
+
+    return Runtime(settings)
+
+
+def _fail(error: ImageImportError, code: int = 2) -> typer.Exit:
+    console.print(f"[red]Error:[/red] {error}")
+    return typer.Exit(code)
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command("import")
+def import_(
+    url: Annotated[
+        str, typer.Argument(help="A Google Drive folder or Dropbox shared folder link.")
+    ],
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", "-c", min=1, max=256, help="Parallel files.")
+    ] = None,
+) -> None:
+    """Import every image of a folder into the configured store, with a live progress bar."""
+    from imageimport.pipeline.embedded import Snapshot, run_import
+    from imageimport.sources.base import parse_folder_url
+
+    settings = _settings()
+    try:
+        parse_folder_url(url)
+        runtime = _runtime(settings)
+    except ImageImportError as error:
+        raise _fail(error) from None
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task("listing", total=None)
+            files = progress.add_task("bytes", total=None, visible=False)
+
+            def show(snap: Snapshot) -> None:
+                c = snap.counters
+                total = c.discovered if snap.state != "listing" else None
+                progress.update(task, description=snap.state, completed=c.finished, total=total)
+                progress.update(files, completed=c.bytes)
+
+            result = run_import(runtime, url, concurrency or settings.concurrency, show)
+    except ImageImportError as error:
+        raise _fail(error) from None
+    finally:
+        runtime.close()
+    _summary(settings, result)
+    c = result.counters
+    if c.imported + c.duplicates == 0:
+        raise typer.Exit(1)
+
+
+def _summary(settings: Settings, result: Any) -> None:
+    from imageimport.runtime import Runtime
+
+    c = result.counters
+    table = Table(title=f"Import {result.import_id}: {result.state}", show_header=False)
+    for label, value in (
+        ("files found", c.discovered),
+        ("imported", c.imported),
+        ("duplicates (already stored)", c.duplicates),
+        ("skipped (not images)", c.skipped),
+        ("failed", c.failed),
+        ("bytes downloaded", f"{c.bytes:,}"),
+    ):
+        table.add_row(label, str(value))
+    console.print(table)
+    if result.error:
+        console.print(f"[red]Error:[/red] {result.error}")
+    if c.failed:
+        runtime = Runtime(settings, migrate=False)
+        try:
+            with runtime.session() as session:
+                failed = session.execute(
+                    select(ImportItem.path, ImportItem.reason)
+                    .where(ImportItem.import_id == result.import_id, ImportItem.state == "failed")
+                    .order_by(ImportItem.path)
+                    .limit(50)
+                ).all()
+        finally:
+            runtime.close()
+        console.print("[bold red]Failed files:[/bold red]")
+        for path, reason in failed:
+            console.print(f"  {_printable(path)}: {reason}", markup=False, highlight=False)
+
+
+def _printable(text: str) -> str:
+    """Names come from strangers: never let them drive the terminal."""
+    return "".join(ch if ch.isprintable() else "\ufffd" for ch in text)
+
+
+@app.command()
+def images(
+    import_id: Annotated[
+        str | None, typer.Option("--import", help="Only this import's images.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array on stdout.")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 1000,
+) -> None:
+    """List stored images."""
+    settings = _settings()
+    try:
+        runtime = _runtime(settings)
+    except ImageImportError as error:
+        raise _fail(error) from None
+    try:
+        with runtime.session() as session:
+            query = select(Image).order_by(Image.id).limit(limit)
+            if import_id:
+                # An image belongs to every import that found it, not only the first.
+                query = query.where(
+                    Image.id.in_(
+                        select(ImportItem.image_id).where(ImportItem.import_id == import_id)
+                    )
+                )
+            rows = [_image_json(image) for image in session.scalars(query)]
+    finally:
+        runtime.close()
+    if as_json:
+        json.dump(rows, sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+        return
+    table = Table("id", "name", "format", "size", "dimensions", "taken at", "sha256")
+    for row in rows:
+        table.add_row(
+            str(row["id"]),
+            _printable(row["path"]),
+            row["format"],
+            f"{row['size']:,}",
+            f"{row['width']}x{row['height']}",
+            row["taken_at"] or "",
+            row["sha256"][:12],
+        )
+    Console().print(table)
+
+
+def _image_json(image: Image) -> dict[str, Any]:
+    return {
+        "id": image.id,
+        "name": image.name,
+        "path": image.path,
+        "sha256": image.sha256,
+        "size": image.size,
+        "width": image.width,
+        "height": image.height,
+        "format": image.format,
+        "content_type": image.content_type,
+        "taken_at": image.taken_at.isoformat() if image.taken_at else None,
+        "camera": image.camera,
+        "provider": image.provider,
+        "source_file_id": image.source_file_id,
+        "object_key": image.object_key,
+        "thumbnail_key": image.thumbnail_key,
+        "import_id": image.import_id,
+    }
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema."""
+    from imageimport.db.engine import make_engine
+    from imageimport.db.migrate import upgrade
+
+    settings = _settings()
+    try:
+        engine = make_engine(settings)
+        upgrade(engine)
+    except ImageImportError as error:
+        raise _fail(error) from None
+    console.print("Database is up to date.")

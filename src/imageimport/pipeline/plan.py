@@ -1,0 +1,86 @@
+"""List a folder and fan it out: record each file as an item and publish one job per item,
+page by page, so importing starts long before a big folder is fully listed."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from imageimport.db import repo
+from imageimport.db.models import Import
+from imageimport.errors import ImageImportError, TransientError
+from imageimport.queue.base import Job, JobQueue
+from imageimport.runtime import Runtime
+from imageimport.sources.base import RemoteFile, Source
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 200
+LISTING_ATTEMPTS = 3
+
+
+def plan_import(runtime: Runtime, queue: JobQueue, import_id: str) -> str:
+    """List and publish; returns the import's state afterwards. Running it again for the
+    same import (e.g. after a crash mid-listing) publishes nothing twice: items are unique
+    per remote file and jobs carry a de-duplication id."""
+    with runtime.session() as session:
+        record = session.get(Import, import_id)
+        if record is None:
+            raise LookupError(f"import {import_id} does not exist")
+        repo.advance_import(session, import_id, "listing")
+        session.flush()
+        session.refresh(record)
+        if record.state != "listing":
+            return record.state
+        source = runtime.source_for(record)
+
+    for attempt in range(1, LISTING_ATTEMPTS + 1):
+        try:
+            if not _list_and_publish(runtime, queue, import_id, source):
+                return "cancelled"
+            break
+        except TransientError as error:
+            # Each request already had its own retries; this starts the whole listing over,
+            # which is safe because items and jobs are de-duplicated.
+            if attempt == LISTING_ATTEMPTS:
+                return _fail(runtime, import_id, error)
+            log.warning("listing import %s: %s; listing again", import_id, error)
+            time.sleep(min(30.0, 2.0**attempt))
+        except ImageImportError as error:
+            return _fail(runtime, import_id, error)
+
+    with runtime.session() as session:
+        repo.advance_import(session, import_id, "importing")
+    with runtime.session() as session:
+        return repo.finish_if_complete(session, import_id) or "importing"
+
+
+def _list_and_publish(runtime: Runtime, queue: JobQueue, import_id: str, source: Source) -> bool:
+    batch: list[RemoteFile] = []
+    for remote in source.list():
+        batch.append(remote)
+        if len(batch) >= BATCH_SIZE:
+            if not _publish(runtime, queue, import_id, batch):
+                return False
+            batch = []
+    return _publish(runtime, queue, import_id, batch)
+
+
+def _fail(runtime: Runtime, import_id: str, error: ImageImportError) -> str:
+    log.warning("listing import %s failed: %s", import_id, error)
+    with runtime.session() as session:
+        repo.advance_import(session, import_id, "failed", error=str(error))
+    return "failed"
+
+
+def _publish(runtime: Runtime, queue: JobQueue, import_id: str, files: list[RemoteFile]) -> bool:
+    """Record then publish a batch; False when the import was cancelled meanwhile."""
+    with runtime.session() as session:
+        record = session.get(Import, import_id)
+        if record is None or record.state == "cancelled":
+            return False
+        pending = repo.add_items(session, import_id, files)
+        jobs = [Job(import_id, item.id, item.remote_id) for item in pending]
+    # Published only after the rows are committed, so a worker always finds its item.
+    queue.publish(jobs)
+    return True

@@ -1,0 +1,126 @@
+"""Process one listed file: download → verify → hash → metadata + thumbnail → store →
+record. Safe to run any number of times for the same item (at-least-once queues)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from imageimport.db import repo
+from imageimport.db.models import Image, Import, ImportItem
+from imageimport.errors import ItemError
+from imageimport.keys import image_key, thumbnail_key
+from imageimport.pipeline.download import download
+from imageimport.pipeline.imaging import THUMBNAIL_CONTENT_TYPE, inspect
+from imageimport.queue.base import Job
+from imageimport.runtime import Runtime
+from imageimport.sources.base import RemoteFile
+
+log = logging.getLogger(__name__)
+
+
+def process_item(runtime: Runtime, job: Job, heartbeat: Callable[[], None] | None = None) -> str:
+    """The item's final state. Raises TransientError (or anything unexpected) when the
+    item should be tried again later; permanent problems settle the item instead."""
+    with runtime.session() as session:
+        item = session.get(ImportItem, job.item_id)
+        record = session.get(Import, job.import_id)
+        if item is None or record is None:
+            return "gone"  # the import was deleted after the job was queued
+        if item.state != "pending":
+            return item.state  # a redelivery of a job that was already done
+        if record.state == "cancelled":
+            return _settle(runtime, item, "cancelled", "The import was cancelled.")
+        remote = RemoteFile(
+            id=item.remote_id,
+            name=item.name,
+            path=item.path,
+            size=item.size,
+            mime_type=item.mime_type,
+            checksum=item.checksum,
+            extra=dict(item.extra or {}),
+        )
+        source = runtime.source_for(record)
+        provider = record.provider
+    settings = runtime.settings
+    try:
+        fetched = download(source, remote, settings.max_file_size_bytes, heartbeat)
+    except ItemError as error:
+        return _settle(runtime, item, error.state, str(error))
+    with fetched.file:
+        with runtime.session() as session:
+            known = session.scalar(select(Image.id).where(Image.sha256 == fetched.sha256))
+        if known is not None:
+            # Identical bytes were verified and stored before: nothing to decode or upload.
+            return _record(runtime, item, known, fetched.size)
+        try:
+            info = inspect(fetched.file, settings.max_image_pixels, settings.thumbnail_size)
+        except ItemError as error:
+            return _settle(runtime, item, error.state, str(error), nbytes=fetched.size)
+        key = image_key(fetched.sha256, info.extension)
+        thumb_key = thumbnail_key(fetched.sha256)
+        fetched.file.seek(0)
+        runtime.store.put_file(key, fetched.file, fetched.size, info.content_type)
+        runtime.store.put_bytes(thumb_key, info.thumbnail, THUMBNAIL_CONTENT_TYPE)
+    with runtime.session() as session:
+        image_id, created = repo.insert_image(
+            session,
+            repo.NewImage(
+                sha256=fetched.sha256,
+                object_key=key,
+                thumbnail_key=thumb_key,
+                size=fetched.size,
+                content_type=info.content_type,
+                width=info.width,
+                height=info.height,
+                format=info.format,
+                taken_at=info.taken_at,
+                camera=info.camera,
+                name=item.name,
+                path=item.path,
+                provider=provider,
+                source_file_id=item.remote_id,
+                import_id=item.import_id,
+            ),
+        )
+        state = "done" if created else _own_or_duplicate(session, image_id, item)
+        repo.finish_item(session, item.id, state, image_id=image_id, nbytes=fetched.size)
+        repo.finish_if_complete(session, item.import_id)
+    return state
+
+
+def _own_or_duplicate(session: Session, image_id: int, item: ImportItem) -> str:
+    image = session.get(Image, image_id)
+    mine = image is not None and (image.import_id, image.source_file_id) == (
+        item.import_id,
+        item.remote_id,
+    )
+    return "done" if mine else "duplicate"
+
+
+def _record(runtime: Runtime, item: ImportItem, image_id: int, nbytes: int) -> str:
+    with runtime.session() as session:
+        state = _own_or_duplicate(session, image_id, item)
+        repo.finish_item(session, item.id, state, image_id=image_id, nbytes=nbytes)
+        repo.finish_if_complete(session, item.import_id)
+    return state
+
+
+def _settle(
+    runtime: Runtime, item: ImportItem, state: str, reason: str, nbytes: int | None = None
+) -> str:
+    log.info("item %s (%s): %s — %s", item.id, item.path, state, reason)
+    with runtime.session() as session:
+        repo.finish_item(session, item.id, state, reason=reason, nbytes=nbytes)
+        repo.finish_if_complete(session, item.import_id)
+    return state
+
+
+def fail_item(runtime: Runtime, job: Job, reason: str) -> None:
+    """Give up on an item after its last attempt."""
+    with runtime.session() as session:
+        repo.finish_item(session, job.item_id, "failed", reason=reason)
+        repo.finish_if_complete(session, job.import_id)

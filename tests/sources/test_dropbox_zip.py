@@ -1,0 +1,417 @@
+"""The public ZIP route against the fake Dropbox, with hostile archives."""
+
+from __future__ import annotations
+
+import io
+import random
+import struct
+import zipfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from imageimport.errors import ItemError, SourceUnavailable
+from imageimport.settings import Settings
+from imageimport.sources import dropbox_zip
+from imageimport.sources.base import RemoteFile
+from imageimport.sources.dropbox import provider
+from imageimport.sources.dropbox_zip import DropboxZipSource
+from tests.fakes.dropbox import FakeDropbox, make_dropbox_app, shared_link
+from tests.fakes.folder import FakeFile, FakeFolder, sample_folder
+from tests.fakes.server import Fault, FaultPlan, RunningServer
+
+MiB = 1024 * 1024
+
+
+class Fake:
+    def __init__(self, server: RunningServer, state: FakeDropbox) -> None:
+        self.server = server
+        self.state = state
+
+    def source(self, tmp: Path, folder: FakeFolder, **overrides: object) -> DropboxZipSource:
+        values: dict[str, object] = {
+            "data_dir": tmp,
+            "dropbox_api_url": self.server.url,
+            "dropbox_content_url": self.server.url,
+            "dropbox_web_url": self.server.url,
+            "dropbox_app_key": None,
+            "dropbox_app_secret": None,
+            "dropbox_refresh_token": None,
+            "source_retry_max_wait_seconds": 0.05,
+            "http_timeout_seconds": 10,
+        }
+        values.update(overrides)
+        ref = provider.parse(shared_link("https://www.dropbox.com", folder))
+        assert ref is not None
+        source = provider.open(ref, Settings(**values))  # type: ignore[arg-type]
+        assert isinstance(source, DropboxZipSource)
+        return source
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Fake]]:
+    servers: list[RunningServer] = []
+
+    def start(folders: list[FakeFolder], plan: FaultPlan | None = None, **options: object) -> Fake:
+        app = make_dropbox_app(folders, **options)  # type: ignore[arg-type]
+        server = RunningServer(app, plan)
+        servers.append(server)
+        return Fake(server, app.state.dropbox)
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def read(source: DropboxZipSource, file: RemoteFile) -> bytes:
+    with source.open(file) as chunks:
+        return b"".join(chunks)
+
+
+def make_zip(entries: dict[str, bytes], *, comment: bytes = b"") -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+        archive.comment = comment
+    return out.getvalue()
+
+
+def serve_raw(serve: Callable[..., Fake], data: bytes | list[bytes]) -> tuple[Fake, FakeFolder]:
+    folder = FakeFolder("raw")
+    return serve([folder], raw_zips={folder.id: data}), folder
+
+
+# --- the normal case ---------------------------------------------------------------------
+
+
+def test_lists_the_same_files_as_the_folder(serve: Callable[..., Fake], tmp_path: Path) -> None:
+    root, _ = sample_folder()
+    fake = serve([root])
+    expected = {path: node for path, node in root.files()}
+    # Hostile names come out clean: "../escape.jpg" cannot climb out of the folder.
+    expected["escape.jpg"] = expected.pop("../escape.jpg")
+    with fake.source(tmp_path, root) as source:
+        listed = {f.path: f for f in source.list()}
+        assert set(listed) == set(expected)  # no directory entries, top folder stripped
+        for path, file in listed.items():
+            assert file.size == expected[path].length
+            assert file.name == path.rsplit("/", 1)[-1]
+            assert read(source, file) == expected[path].read(), path
+
+
+def test_downloads_once_and_reads_concurrently(serve: Callable[..., Fake], tmp_path: Path) -> None:
+    root, _ = sample_folder()
+    fake = serve([root])
+    expected = {p.removeprefix("../"): n.read() for p, n in root.files()}
+    with fake.source(tmp_path, root) as source:
+        files = list(source.list()) * 4
+        assert list(source.list())  # listing again reuses the archive
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            contents = list(pool.map(lambda f: read(source, f), files))
+        for file, content in zip(files, contents, strict=True):
+            assert content == expected[file.path], file.path
+        archive = source._archive_path
+        assert archive is not None and archive.exists()
+    assert fake.state.zip_downloads == 1
+    assert not archive.exists()  # close() deleted the temporary file
+
+
+def test_open_alone_triggers_the_download(serve: Callable[..., Fake], tmp_path: Path) -> None:
+    root, _ = sample_folder()
+    fake = serve([root])
+    with fake.source(tmp_path, root) as lister:
+        red = next(f for f in lister.list() if f.path == "red.jpg")
+    rebuilt = RemoteFile(id=red.id, name=red.name, path=red.path, size=red.size)
+    with fake.source(tmp_path, root) as other:
+        assert read(other, rebuilt) == dict(root.files())["red.jpg"].read()
+    assert fake.state.zip_downloads == 2
+
+
+def test_rate_limits_errors_and_drops_are_retried(
+    serve: Callable[..., Fake], tmp_path: Path
+) -> None:
+    root, _ = sample_folder()
+    plan = FaultPlan(
+        [
+            Fault("429", path="/scl/fo/.*", times=1, retry_after=0.01),
+            Fault("500", path="/zip_download_get/.*", times=1),
+            Fault("drop", path="/zip_download_get/.*", times=1),
+        ]
+    )
+    fake = serve([root], plan)
+    with fake.source(tmp_path, root) as source:
+        assert len(list(source.list())) == len(root.files())
+    assert sum(plan.seen.values()) == 3
+
+
+def test_a_private_link_is_unavailable(serve: Callable[..., Fake], tmp_path: Path) -> None:
+    secret = FakeFolder("secret", [FakeFile("a.jpg", b"x")], public=False)
+    fake = serve([secret])
+    with fake.source(tmp_path, secret) as source, pytest.raises(SourceUnavailable) as raised:
+        list(source.list())
+    assert "web page instead of the folder's ZIP" in str(raised.value)
+
+
+def test_a_removed_link_is_unavailable(serve: Callable[..., Fake], tmp_path: Path) -> None:
+    fake = serve([])
+    with (
+        fake.source(tmp_path, FakeFolder("gone")) as source,
+        pytest.raises(SourceUnavailable, match="404"),
+    ):
+        list(source.list())
+
+
+def test_a_non_zip_body_is_unavailable(serve: Callable[..., Fake], tmp_path: Path) -> None:
+    # Served as application/zip, so only the content itself gives it away.
+    fake, folder = serve_raw(serve, b"<!DOCTYPE html><html>Sign in</html>" * 10)
+    with fake.source(tmp_path, folder) as source, pytest.raises(SourceUnavailable) as raised:
+        list(source.list())
+    assert "web page" in str(raised.value)
+
+
+# --- guards against hostile archives -------------------------------------------------------
+
+
+def test_entry_with_a_bomb_ratio_is_an_item_error(
+    serve: Callable[..., Fake], tmp_path: Path
+) -> None:
+    data = make_zip({"Top/bomb.bin": b"\0" * (5 * MiB), "Top/ok.txt": b"fine"})
+    fake, folder = serve_raw(serve, data)
+    with fake.source(tmp_path, folder) as source:
+        files = {f.path: f for f in source.list()}
+        assert set(files) == {"bomb.bin", "ok.txt"}
+        with pytest.raises(ItemError, match="zip bomb"):
+            read(source, files["bomb.bin"])
+        assert read(source, files["ok.txt"]) == b"fine"
+
+
+def test_a_small_well_compressed_entry_is_not_a_bomb(
+    serve: Callable[..., Fake], tmp_path: Path
+) -> None:
+    fake, folder = serve_raw(serve, make_zip({"zeros.bin": b"\0" * (MiB - 1)}))
+    with fake.source(tmp_path, folder) as source:
+        (file,) = source.list()
+        assert read(source, file) == b"\0" * (MiB - 1)
+
+
+def test_archive_unpacking_beyond_the_total_limit_is_refused(
+    serve: Callable[..., Fake], tmp_path: Path
+) -> None:
+    data = make_zip({f"Top/{i}.bin": b"\0" * MiB for i in range(4)})
+    assert len(data) < 100_000
+    fake, folder = serve_raw(serve, data)
+    with (
+        fake.source(tmp_path, folder, zip_max_total_bytes=3 * MiB) as source,
+        pytest.raises(SourceUnavailable, match="unpack to 4194304 bytes"),
+    ):
+        list(source.list())
+
+
+def test_archive_download_beyond_the_total_limit_is_refused(
+    serve: Callable[..., Fake], tmp_path: Path
+) -> None:
+    # Tiny contents, big archive (a long comment): only the download size is over.
+    data = make_zip({"a.txt": b"x"}, comment=b"c" * 60_000)
+    fake, folder = serve_raw(serve, data)
+    with (
+        fake.source(tmp_path, folder, zip_max_total_bytes=50_000) as source,
+        pytest.raises(SourceUnavailable, match="ZIP download is bigger"),
+    ):
+        list(source.list())
+
+
+def test_a_download_announced_beyond_the_limit_is_refused_up_front(
+    serve: Callable[..., Fake], tmp_path: Path
+) -> None:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("noise.bin", random.Random(1).randbytes(600_000))
+    data = out.getvalue()
+    fake, folder = serve_raw(serve, data)
+    with (
+        fake.source(tmp_path, folder, zip_max_total_bytes=500_000) as source,
+        pytest.raises(SourceUnavailable) as raised,
+    ):
+        list(source.list())
+    # The announced size, not the count where streaming would have stopped.
+    assert f"at {len(data)} bytes" in str(raised.value)
+
+
+def test_a_streamed_download_beyond_the_total_limit_is_refused(
+    serve: Callable[..., Fake], tmp_path: Path
+) -> None:
+    # No Content-Length this time: the bytes are counted as they arrive.
+    data = make_zip({"a.txt": b"x"}, comment=b"c" * 60_000)
+    fake, folder = serve_raw(serve, [data[i : i + 8192] for i in range(0, len(data), 8192)])
+    with (
+        fake.source(tmp_path, folder, zip_max_total_bytes=50_000) as source,
+        pytest.raises(SourceUnavailable, match="ZIP download is bigger"),
+    ):
+        list(source.list())
+
+
+def test_data_before_the_archive_is_refused(serve: Callable[..., Fake], tmp_path: Path) -> None:
+    # zipfile itself would open this (it allows self-extractor prefixes).
+    data = b"<!DOCTYPE html><html>Sign in</html>" + make_zip({"a.txt": b"x"})
+    fake, folder = serve_raw(serve, data)
+    with fake.source(tmp_path, folder) as source, pytest.raises(SourceUnavailable) as raised:
+        list(source.list())
+    assert "web page" in str(raised.value)
+
+
+def test_too_many_entries_are_refused(serve: Callable[..., Fake], tmp_path: Path) -> None:
+    data = make_zip({f"{i}.txt": b"x" for i in range(11)})
+    fake, folder = serve_raw(serve, data)
+    with (
+        fake.source(tmp_path, folder, zip_max_entries=10) as source,
+        pytest.raises(SourceUnavailable, match="holds 11 entries"),
+    ):
+        list(source.list())
+
+
+def test_too_many_entries_are_refused_before_reading_the_directory(
+    serve: Callable[..., Fake], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The end record's count is enough: a huge central directory is never parsed."""
+    opened: list[object] = []
+    real_zipfile = zipfile.ZipFile
+
+    def spy(*args: object, **kwargs: object) -> zipfile.ZipFile:
+        opened.append(args[0])
+        return real_zipfile(*args, **kwargs)  # type: ignore[arg-type]
+
+    fake, folder = serve_raw(serve, make_zip({f"{i}.txt": b"x" for i in range(11)}))
+    monkeypatch.setattr(dropbox_zip.zipfile, "ZipFile", spy)
+    with (
+        fake.source(tmp_path, folder, zip_max_entries=10) as source,
+        pytest.raises(SourceUnavailable, match="holds 11 entries"),
+    ):
+        list(source.list())
+    assert opened == []
+
+
+def test_an_end_record_understating_the_entries_does_not_help(
+    serve: Callable[..., Fake], tmp_path: Path
+) -> None:
+    data = bytearray(make_zip({f"{i}.txt": b"x" for i in range(11)}))
+    end = data.rfind(b"PK\x05\x06")
+    struct.pack_into("<HH", data, end + 8, 1, 1)  # entries on this disk, entries in total
+    fake, folder = serve_raw(serve, bytes(data))
+    with (
+        fake.source(tmp_path, folder, zip_max_entries=10) as source,
+        pytest.raises(SourceUnavailable, match="holds 11 entries"),
+    ):
+        list(source.list())
+
+
+def test_hostile_names_become_clean_relative_paths(
+    serve: Callable[..., Fake], tmp_path: Path
+) -> None:
+    entries = {
+        "../x.jpg": b"1",
+        "/abs.jpg": b"2",
+        "a\\..\\b.jpg": b"3",
+        "a/../../c.jpg": b"4",
+        "./d.jpg": b"5",
+        "ctrl\x01\x7f.jpg": b"6",
+        "nulXname.jpg": b"7",
+        "..": b"8",
+        "../": b"",
+        "x/./../": b"",
+    }
+    data = make_zip(entries).replace(b"nulXname", b"nul\x00name")
+    fake, folder = serve_raw(serve, data)
+    with fake.source(tmp_path, folder) as source:
+        files = list(source.list())
+        paths = {f.path: read(source, f) for f in files}
+    assert paths == {
+        "x.jpg": b"1",
+        "abs.jpg": b"2",
+        "a/b.jpg": b"3",
+        "a/c.jpg": b"4",
+        "d.jpg": b"5",
+        "ctrl.jpg": b"6",
+        "nul": b"7",  # zipfile ends a name at NUL
+    }
+    for path in paths:
+        parts = path.split("/")
+        assert not path.startswith("/") and "\\" not in path
+        assert all(part not in ("", ".", "..") for part in parts)
+        assert all(ch >= " " and ch != "\x7f" for ch in path)
+    assert len({f.id for f in files}) == len(files)
+
+
+def test_duplicate_names_get_distinct_ids(serve: Callable[..., Fake], tmp_path: Path) -> None:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("Top/same.txt", b"first")
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            archive.writestr("Top/same.txt", b"second")
+        archive.writestr("Top/../same.txt", b"third")
+    fake, folder = serve_raw(serve, out.getvalue())
+    with fake.source(tmp_path, folder) as source:
+        files = list(source.list())
+        assert [f.path for f in files] == ["same.txt"] * 3
+        assert len({f.id for f in files}) == 3
+        # Which bytes each id maps to is the archive's business; each id must stay readable.
+        assert all(read(source, f) for f in files)
+
+
+def test_top_folder_is_kept_when_entries_do_not_share_one(
+    serve: Callable[..., Fake], tmp_path: Path
+) -> None:
+    fake, folder = serve_raw(serve, make_zip({"a.txt": b"a", "sub/b.txt": b"b"}))
+    with fake.source(tmp_path, folder) as source:
+        assert sorted(f.path for f in source.list()) == ["a.txt", "sub/b.txt"]
+
+
+def test_encrypted_entries_are_item_errors(serve: Callable[..., Fake], tmp_path: Path) -> None:
+    data = bytearray(make_zip({"Top/locked.jpg": b"secret", "Top/open.jpg": b"plain"}))
+    # Set the "encrypted" flag of the first entry in its local and central headers.
+    local = data.find(b"PK\x03\x04")
+    central = data.find(b"PK\x01\x02")
+    data[local + 6] |= 0x1
+    data[central + 8] |= 0x1
+    fake, folder = serve_raw(serve, bytes(data))
+    with fake.source(tmp_path, folder) as source:
+        files = {f.path: f for f in source.list()}
+        with pytest.raises(ItemError, match="is encrypted inside the folder's ZIP"):
+            read(source, files["locked.jpg"])
+        assert read(source, files["open.jpg"]) == b"plain"
+
+
+def test_an_entry_larger_than_its_header_never_yields_more(
+    serve: Callable[..., Fake], tmp_path: Path
+) -> None:
+    """A central directory understating the size: zipfile stops at the declared size and
+    reports the CRC mismatch; either way no more than the declared bytes come out."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("liar.bin", b"A" * 1000)
+    data = bytearray(out.getvalue())
+    central = data.find(b"PK\x01\x02")
+    struct.pack_into("<I", data, central + 24, 10)  # uncompressed size: 10
+    fake, folder = serve_raw(serve, bytes(data))
+    with fake.source(tmp_path, folder) as source:
+        (file,) = source.list()
+        assert file.size == 10
+        received = bytearray()
+        with pytest.raises(ItemError), source.open(file) as chunks:
+            for chunk in chunks:
+                received += chunk
+        assert len(received) <= 10
+
+
+def test_a_damaged_archive_is_unavailable(serve: Callable[..., Fake], tmp_path: Path) -> None:
+    data = bytearray(make_zip({"a.txt": b"x" * 100}))
+    central = data.find(b"PK\x01\x02")
+    data[central : central + 4] = b"XXXX"
+    fake, folder = serve_raw(serve, bytes(data))
+    with (
+        fake.source(tmp_path, folder) as source,
+        pytest.raises(SourceUnavailable, match="damaged"),
+    ):
+        list(source.list())
