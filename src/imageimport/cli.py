@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from typing import Annotated, Any
 
 import typer
@@ -12,13 +13,11 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     TaskProgressColumn,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
 from rich.table import Table
 from sqlalchemy import select
@@ -90,20 +89,29 @@ def import_(
         BarColumn(),
         MofNCompleteColumn(),
         TaskProgressColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
+        TextColumn("{task.fields[transfer]}"),
         TimeRemainingColumn(),
     )
+    started = time.monotonic()
     try:
-        with Progress(*columns, console=console, transient=False) as progress:
-            task = progress.add_task("listing", total=None)
-            files = progress.add_task("bytes", total=None, visible=False)
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("listing", total=None, transfer="")
 
             def show(snap: Snapshot) -> None:
                 c = snap.counters
+                elapsed = max(time.monotonic() - started, 1e-6)
+                transfer = (
+                    f"{c.bytes / 1e6:,.1f} MB  {c.finished / elapsed:,.1f} files/s  "
+                    f"{c.bytes / 1e6 / elapsed:,.1f} MB/s"
+                )
                 total = c.discovered if snap.state != "listing" else None
-                progress.update(task, description=snap.state, completed=c.finished, total=total)
-                progress.update(files, completed=c.bytes)
+                progress.update(
+                    task,
+                    description=snap.state,
+                    completed=c.finished,
+                    total=total,
+                    transfer=transfer,
+                )
 
             result = run_import(runtime, url, concurrency or settings.concurrency, show)
     except ImageImportError as error:
@@ -120,8 +128,10 @@ def _summary(settings: Settings, result: Any) -> None:
     from imageimport.runtime import Runtime
 
     c = result.counters
-    table = Table(title=f"Import {result.import_id}: {result.state}", show_header=False)
+    table = Table(show_header=False)
     for label, value in (
+        ("import", result.import_id),
+        ("state", result.state),
         ("files found", c.discovered),
         ("imported", c.imported),
         ("duplicates (already stored)", c.duplicates),

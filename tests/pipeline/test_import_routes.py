@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -16,6 +17,7 @@ from imageimport.settings import Settings
 from tests.fakes.folder import TAKEN_AT, Expected, FakeFolder, sample_folder
 from tests.fakes.server import Fault, FaultPlan
 from tests.pipeline.routes import ROUTES, Route, start_route
+from tests.servers import unique_bucket_name
 
 SAMPLE, EXPECTED = sample_folder()
 
@@ -122,3 +124,31 @@ def test_import_survives_rate_limits_errors_and_dropped_connections(
 @pytest.fixture(params=ROUTES)
 def route_name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+def test_import_into_s3_and_postgres(
+    route: Route,
+    postgres_database: str,
+    s3_server: Any,
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(
+        database_url=postgres_database,
+        s3_bucket=unique_bucket_name(),
+        s3_endpoint_url=s3_server.endpoint_url,
+        s3_access_key_id=s3_server.access_key,
+        s3_secret_access_key=s3_server.secret_key,
+        max_file_size_bytes=EXPECTED.oversized_bytes,
+        **route.settings,
+    )
+    runtime = Runtime(settings)
+    try:
+        first = run_import(runtime, route.url, concurrency=4)
+        assert first.state == "completed_with_failures", first.error
+        check_sample_import(runtime, first.import_id, EXPECTED)
+        keys = sorted(runtime.store.list_keys())
+        second = run_import(runtime, route.url, concurrency=4)
+        assert (second.counters.imported, second.counters.duplicates) == (0, 9)
+        assert sorted(runtime.store.list_keys()) == keys
+    finally:
+        runtime.close()

@@ -1,15 +1,16 @@
-"""A pool of threads that pull jobs from a queue and process them."""
+"""Pull jobs from a queue and process them with bounded concurrency."""
 
 from __future__ import annotations
 
 import logging
 import random
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from imageimport.db import repo
-from imageimport.errors import TransientError
+from imageimport.errors import ImageImportError, TransientError
 from imageimport.pipeline.process import fail_item, process_item
 from imageimport.queue.base import Delivery, JobQueue
 from imageimport.runtime import Runtime
@@ -29,28 +30,47 @@ def retry_delay(attempt: int, hinted: float | None = None) -> float:
 def handle(runtime: Runtime, delivery: Delivery) -> str:
     """Process one delivery and settle it: ack once the outcome is committed, retry later
     on transient trouble, and record a final failure after the last allowed attempt."""
+    try:
+        return _handle(runtime, delivery)
+    except ImageImportError as error:
+        # Settling failed (queue unreachable): the message comes back by itself later.
+        log.warning("item %s: %s", delivery.job.item_id, error)
+        return "unsettled"
+
+
+def _handle(runtime: Runtime, delivery: Delivery) -> str:
     job = delivery.job
+    limit = runtime.settings.max_deliver
+    if delivery.attempt > limit:
+        # Delivered again although every attempt ended in a crash of the worker itself.
+        return _give_up(runtime, delivery, f"Gave up after {limit} attempts that crashed.")
     try:
         state = process_item(runtime, job, heartbeat=delivery.in_progress)
     except Exception as error:
-        transient = isinstance(error, TransientError | SQLAlchemyError | OSError)
-        reason = str(error) if isinstance(error, TransientError) else _describe(error)
-        if not transient:
-            log.exception("unexpected error processing item %s", job.item_id)
-        if delivery.attempt >= runtime.settings.max_deliver:
-            try:
-                fail_item(runtime, job, f"Gave up after {delivery.attempt} attempts: {reason}")
-            except SQLAlchemyError:
-                log.warning("cannot record the failure of item %s yet", job.item_id)
-                delivery.retry_later(retry_delay(delivery.attempt))
-                return "retry"
-            delivery.give_up()
-            return "failed"
+        if isinstance(error, TransientError):
+            reason = str(error)
+        else:
+            reason = _describe(error)
+            if not isinstance(error, SQLAlchemyError | OSError):
+                log.exception("unexpected error processing item %s", job.item_id)
+        if delivery.attempt >= limit:
+            return _give_up(runtime, delivery, f"Gave up after {limit} attempts: {reason}")
         _note_attempt(runtime, job.item_id, reason)
         delivery.retry_later(retry_delay(delivery.attempt, getattr(error, "retry_after", None)))
         return "retry"
     delivery.ack()
     return state
+
+
+def _give_up(runtime: Runtime, delivery: Delivery, reason: str) -> str:
+    try:
+        fail_item(runtime, delivery.job, reason)
+    except SQLAlchemyError:
+        log.warning("cannot record the failure of item %s yet", delivery.job.item_id)
+        delivery.retry_later(retry_delay(delivery.attempt))
+        return "retry"
+    delivery.give_up()
+    return "failed"
 
 
 def _describe(error: BaseException) -> str:
@@ -67,35 +87,45 @@ def _note_attempt(runtime: Runtime, item_id: int, reason: str) -> None:
 
 
 class WorkerPool:
-    """`concurrency` threads, each pulling one job at a time until stopped."""
+    """One thread pulls as many jobs as there are idle slots; `concurrency` threads
+    process them. `stop()` stops pulling and lets the jobs in hand finish."""
 
     def __init__(self, runtime: Runtime, queue: JobQueue, concurrency: int) -> None:
         self.runtime = runtime
         self.queue = queue
         self.concurrency = concurrency
+        self._slots = threading.Semaphore(concurrency)
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="worker")
+        self._puller = threading.Thread(target=self._pull_loop, name="puller", daemon=True)
 
     def start(self) -> None:
-        for index in range(self.concurrency):
-            thread = threading.Thread(target=self._run, name=f"worker-{index}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._puller.start()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop pulling; jobs in flight are finished first."""
         self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout)
-        self._threads.clear()
+        self._puller.join(timeout)
+        self._executor.shutdown(wait=True)
 
-    def _run(self) -> None:
+    def _pull_loop(self) -> None:
         while not self._stop.is_set():
+            self._slots.acquire()
+            idle = 1
+            while idle < self.concurrency and self._slots.acquire(blocking=False):
+                idle += 1
             try:
-                deliveries = self.queue.pull(1, timeout=0.5)
-            except Exception:
-                log.exception("pulling from the queue failed; retrying")
+                deliveries = self.queue.pull(idle, timeout=0.5)
+            except Exception as error:
+                log.warning("pulling jobs failed (%s); trying again", error)
+                deliveries = []
                 self._stop.wait(1.0)
-                continue
+            for _ in range(idle - len(deliveries)):
+                self._slots.release()
             for delivery in deliveries:
-                handle(self.runtime, delivery)
+                self._executor.submit(self._run, delivery)
+
+    def _run(self, delivery: Delivery) -> None:
+        try:
+            handle(self.runtime, delivery)
+        finally:
+            self._slots.release()

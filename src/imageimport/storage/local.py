@@ -1,0 +1,135 @@
+"""Objects as plain files under one folder: the zero-configuration default."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from imageimport.errors import ConfigError
+from imageimport.storage import TEMP_PREFIX, validate_key, validate_prefix
+from imageimport.storage.base import ObjectStore
+
+_COPY_CHUNK = 1024 * 1024
+
+
+class LocalStore(ObjectStore):
+    name = "local"
+
+    def __init__(self, root: Path, *, fsync: bool = False) -> None:
+        self.root = Path(root).absolute()
+        # fsync costs a disk flush per object; only worth it where a power cut must not lose
+        # objects the database already points at.
+        self.fsync = fsync
+
+    def _path(self, key: str) -> Path:
+        validate_key(key)
+        path = self.root / key
+        # A symlink inside the root could still point elsewhere; refuse to follow it out.
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise ValueError(f"Refusing object key {key!r}: it resolves outside {self.root}.")
+        return path
+
+    def put_file(self, key: str, fileobj: BinaryIO, size: int, content_type: str) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".part", dir=path.parent)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                remaining = size
+                while remaining > 0:
+                    chunk = fileobj.read(min(_COPY_CHUNK, remaining))
+                    if not chunk:
+                        raise ValueError(
+                            f"The data for {key!r} ended after {size - remaining} bytes, "
+                            f"but {size} were announced."
+                        )
+                    out.write(chunk)
+                    remaining -= len(chunk)
+                if fileobj.read(1):
+                    raise ValueError(f"The data for {key!r} is longer than the {size} announced.")
+                if self.fsync:
+                    out.flush()
+                    os.fsync(out.fileno())
+            # mkstemp creates 0600 files; objects are not secrets of this process.
+            os.chmod(temp_name, 0o644)
+            os.replace(temp_name, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp_name)
+            raise
+        if self.fsync:
+            _fsync_directory(path.parent)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def size(self, key: str) -> int | None:
+        try:
+            return self._path(key).stat().st_size
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def iter_bytes(self, key: str, chunk_size: int = 256 * 1024) -> Iterator[bytes]:
+        path = self._path(key)
+        # Opened now, not on first next(), so a missing object fails at the call site.
+        try:
+            handle = path.open("rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise KeyError(key) from None
+        return _read_chunks(handle, chunk_size)
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            self._path(key).unlink()
+
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        validate_prefix(prefix)
+        # Only walk the folder the prefix can live in, not the whole store.
+        start = self.root / prefix.rpartition("/")[0] if "/" in prefix else self.root
+        if not start.is_dir():
+            return
+        for directory, dirnames, filenames in os.walk(start):
+            dirnames.sort()
+            relative = Path(directory).relative_to(self.root).as_posix()
+            base = "" if relative == "." else relative + "/"
+            for filename in sorted(filenames):
+                if filename.startswith(TEMP_PREFIX):
+                    continue
+                key = base + filename
+                if key.startswith(prefix):
+                    yield key
+
+    def check(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(
+                f"The local object store folder {self.root} cannot be created: "
+                f"{error.strerror or error}."
+            ) from error
+        try:
+            with tempfile.TemporaryFile(prefix=TEMP_PREFIX, dir=self.root) as probe:
+                probe.write(b"ok")
+        except OSError as error:
+            raise ConfigError(
+                f"The local object store folder {self.root} is not writable: "
+                f"{error.strerror or error}."
+            ) from error
+
+
+def _read_chunks(handle: BinaryIO, chunk_size: int) -> Iterator[bytes]:
+    with handle:
+        while chunk := handle.read(chunk_size):
+            yield chunk
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
