@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_env_example_documents_every_setting() -> None:
     text = (ROOT / ".env.example").read_text()
     documented = set(re.findall(r"^# ([A-Z0-9_]+)=", text, flags=re.MULTILINE))
-    expected = {name.upper() for name in Settings.model_fields}
+    expected = {
+        str(field.validation_alias or name).upper() for name, field in Settings.model_fields.items()
+    }
     assert expected - documented == set()
     assert documented - expected == set()
 

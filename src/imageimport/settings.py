@@ -33,6 +33,7 @@ class Settings(BaseSettings):
 
     # Queue: NATS JetStream when NATS_URL is set, in-process otherwise.
     nats_url: str | None = None
+    nats_ack_wait_seconds: float = Field(default=60.0, ge=5)
 
     # Source credentials; each one switches its provider from the public route to the API.
     google_api_key: SecretStr | None = None
@@ -54,6 +55,17 @@ class Settings(BaseSettings):
     zip_max_total_bytes: int = Field(default=20 * 1024**3, gt=0)
     zip_max_entries: int = Field(default=200_000, gt=0)
     zip_max_ratio: int = Field(default=200, gt=0)
+
+    # Services.
+    mode: str = Field(
+        default="standalone",
+        pattern="^(standalone|kubernetes)$",
+        validation_alias="IMAGEIMPORT_MODE",
+        description="kubernetes: the API creates ImageImport resources instead of planning.",
+    )
+    api_token: SecretStr | None = None
+    cors_origins: list[str] = Field(default_factory=list)
+    health_port: int = Field(default=8081, ge=1, le=65535)
 
     # Behaviour.
     concurrency: int = Field(default=8, ge=1, le=256)

@@ -250,3 +250,56 @@ def note_attempt(session: Session, item_id: int, reason: str) -> None:
         .values(attempts=ImportItem.attempts + 1, reason=reason, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
+
+
+def cancel_import(session: Session, import_id: str) -> bool:
+    """Cancel an unfinished import and every item not yet processed."""
+    if not advance_import(session, import_id, "cancelled"):
+        return False
+    session.execute(
+        update(ImportItem)
+        .where(ImportItem.import_id == import_id, ImportItem.state == "pending")
+        .values(state="cancelled", reason="The import was cancelled.", updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return True
+
+
+def reopen_failed_items(session: Session, import_id: str) -> tuple[int, list[ImportItem]]:
+    """Send an import's failed items round again: (the new round, the items now pending).
+
+    The one move an import makes backwards, and only on request: from a final state with
+    failures back to importing."""
+    record = session.get(Import, import_id, with_for_update=True)
+    if record is None or record.state not in ("completed_with_failures", "failed"):
+        return 0, []
+    session.execute(
+        update(ImportItem)
+        .where(ImportItem.import_id == import_id, ImportItem.state == "failed")
+        .values(state="pending", reason=None, attempts=0, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    record.round += 1
+    record.state = "importing"
+    record.finished_at = None
+    record.error = None
+    session.flush()
+    items = list(
+        session.scalars(
+            select(ImportItem).where(
+                ImportItem.import_id == import_id, ImportItem.state == "pending"
+            )
+        )
+    )
+    return record.round, items
+
+
+def unfinished_listings(session: Session) -> list[str]:
+    """Imports whose listing never finished, e.g. because the planning process died."""
+    return list(
+        session.scalars(
+            select(Import.id)
+            .where(Import.state.in_(("pending", "listing")))
+            .order_by(Import.created_at)
+        )
+    )

@@ -1,22 +1,21 @@
-"""Run a whole import in this process: the embedded default behind `imageimport import`."""
+"""Run an import from start to end in this process and watch it: `imageimport import`.
+
+With the in-process queue, this process also does the work; with NATS, workers elsewhere do
+it unless local workers are asked for."""
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from imageimport.db import repo
 from imageimport.db.models import TERMINAL_IMPORT_STATES, Import
-from imageimport.pipeline.plan import plan_import
+from imageimport.imports import Importer
+from imageimport.queue.base import JobQueue
 from imageimport.queue.memory import MemoryQueue
 from imageimport.runtime import Runtime
-from imageimport.sources.base import parse_folder_url
 from imageimport.worker.pool import WorkerPool
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,7 +33,8 @@ class Snapshot:
 def snapshot(runtime: Runtime, import_id: str) -> Snapshot:
     with runtime.session() as session:
         record = session.get(Import, import_id)
-        assert record is not None
+        if record is None:
+            raise LookupError(f"import {import_id} does not exist")
         return Snapshot(
             import_id, record.state, record.error, repo.import_counters(session, import_id)
         )
@@ -45,39 +45,33 @@ def run_import(
     url: str,
     concurrency: int,
     on_progress: Callable[[Snapshot], None] | None = None,
+    queue: JobQueue | None = None,
+    local_workers: bool = True,
     poll_seconds: float = 0.2,
 ) -> Snapshot:
-    ref = parse_folder_url(url)  # a bad URL fails here, before anything is recorded
-    with runtime.session() as session:
-        import_id = repo.create_import(session, ref).id
-    queue = MemoryQueue()
-    pool = WorkerPool(runtime, queue, concurrency)
-    pool.start()
-    planner = threading.Thread(
-        target=_plan_guarded, args=(runtime, queue, import_id), name="planner", daemon=True
-    )
-    planner.start()
+    queue = queue or MemoryQueue()
+    importer = Importer(runtime, queue)
+    pool = WorkerPool(runtime, queue, concurrency) if local_workers else None
+    if pool is not None:
+        pool.start()
     try:
-        while True:
-            current = snapshot(runtime, import_id)
-            if on_progress is not None:
-                on_progress(current)
-            # Terminal state alone is not enough: a listing that failed half-way leaves
-            # already-queued files that still get imported.
-            if current.finished and not planner.is_alive() and queue.outstanding() == 0:
-                return current
-            time.sleep(poll_seconds)
+        import_id = importer.start(url)  # a bad URL fails here, before anything is recorded
+        try:
+            while True:
+                current = snapshot(runtime, import_id)
+                if on_progress is not None:
+                    on_progress(current)
+                # A final state is not enough: a listing that failed half-way leaves
+                # already-queued files that still get imported.
+                if current.finished and not importer.is_planning(import_id) and _drained(queue):
+                    return current
+                time.sleep(poll_seconds)
+        finally:
+            runtime.forget_source(import_id)
     finally:
-        pool.stop()
-        runtime.forget_source(import_id)
+        if pool is not None:
+            pool.stop()
 
 
-def _plan_guarded(runtime: Runtime, queue: MemoryQueue, import_id: str) -> None:
-    try:
-        plan_import(runtime, queue, import_id)
-    except Exception as error:
-        log.exception("planning import %s crashed", import_id)
-        with runtime.session() as session:
-            repo.advance_import(
-                session, import_id, "failed", error=f"Internal error while listing: {error}"
-            )
+def _drained(queue: JobQueue) -> bool:
+    return not isinstance(queue, MemoryQueue) or queue.outstanding() == 0

@@ -80,7 +80,7 @@ def _publish(runtime: Runtime, queue: JobQueue, import_id: str, files: list[Remo
         if record is None or record.state == "cancelled":
             return False
         pending = repo.add_items(session, import_id, files)
-        jobs = [Job(import_id, item.id, item.remote_id) for item in pending]
+        jobs = [Job(import_id, item.id, item.remote_id, record.round) for item in pending]
     # Published only after the rows are committed, so a worker always finds its item.
     queue.publish(jobs)
     return True

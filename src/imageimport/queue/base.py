@@ -17,11 +17,13 @@ class Job:
     import_id: str
     item_id: int
     remote_id: str
+    round: int = 0  # bumped by each retry of the import, so retried files are new jobs
 
     @property
     def dedup_id(self) -> str:
-        # The same file planned twice for the same import is the same job.
-        return f"{self.import_id}:{self.remote_id}"
+        # The same file planned twice for the same import (and round) is the same job.
+        suffix = f":{self.round}" if self.round else ""
+        return f"{self.import_id}:{self.remote_id}{suffix}"
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -29,7 +31,12 @@ class Job:
     @classmethod
     def decode(cls, data: bytes) -> Job:
         raw = json.loads(data)
-        return cls(str(raw["import_id"]), int(raw["item_id"]), str(raw["remote_id"]))
+        return cls(
+            str(raw["import_id"]),
+            int(raw["item_id"]),
+            str(raw["remote_id"]),
+            int(raw.get("round", 0)),
+        )
 
 
 class Delivery(ABC):

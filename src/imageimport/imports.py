@@ -1,0 +1,104 @@
+"""Starting, cancelling, retrying and resuming imports: what the CLI, the API and the
+operator share. Listing runs in background threads of the calling process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from imageimport.db import repo
+from imageimport.db.models import Import
+from imageimport.pipeline.plan import plan_import
+from imageimport.queue.base import Job, JobQueue
+from imageimport.runtime import Runtime
+from imageimport.sources.base import parse_folder_url
+
+log = logging.getLogger(__name__)
+
+
+class Importer:
+    def __init__(self, runtime: Runtime, queue: JobQueue) -> None:
+        self.runtime = runtime
+        self.queue = queue
+        self._planners: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+
+    def start(
+        self, url: str, options: dict[str, Any] | None = None, external_id: str | None = None
+    ) -> str:
+        """Record a new import and start listing it; InvalidSourceURL for a bad link."""
+        ref = parse_folder_url(url)
+        with self.runtime.session() as session:
+            import_id = repo.create_import(session, ref, options, external_id).id
+        self.plan_in_background(import_id)
+        return import_id
+
+    def plan_in_background(self, import_id: str) -> None:
+        with self._lock:
+            running = self._planners.get(import_id)
+            if running is not None and running.is_alive():
+                return
+            thread = threading.Thread(
+                target=self._plan, args=(import_id,), name=f"plan-{import_id[:8]}", daemon=True
+            )
+            self._planners[import_id] = thread
+            thread.start()
+
+    def _plan(self, import_id: str) -> None:
+        try:
+            plan_import(self.runtime, self.queue, import_id)
+        except Exception as error:
+            log.exception("planning import %s crashed", import_id)
+            try:
+                with self.runtime.session() as session:
+                    repo.advance_import(
+                        session, import_id, "failed", error=f"Internal error while listing: {error}"
+                    )
+            except Exception:
+                log.exception("cannot record the failure of import %s", import_id)
+
+    def is_planning(self, import_id: str) -> bool:
+        with self._lock:
+            thread = self._planners.get(import_id)
+        return thread is not None and thread.is_alive()
+
+    def resume_interrupted(self) -> list[str]:
+        """Plan again every import whose listing was cut short (a crash, a restart)."""
+        with self.runtime.session() as session:
+            unfinished = repo.unfinished_listings(session)
+        for import_id in unfinished:
+            log.info("resuming the listing of import %s", import_id)
+            self.plan_in_background(import_id)
+        return unfinished
+
+    def cancel(self, import_id: str) -> bool:
+        """Stop an import: its remaining items are settled as cancelled, not processed."""
+        with self.runtime.session() as session:
+            return repo.cancel_import(session, import_id)
+
+    def retry(self, import_id: str) -> int:
+        """Publish an import's failed items again; the number of items sent round again.
+        An import whose listing failed is listed again instead."""
+        with self.runtime.session() as session:
+            record = session.get(Import, import_id)
+            relist = record is not None and record.state == "failed" and record.started_at
+            round_, items = repo.reopen_failed_items(session, import_id)
+            jobs = [Job(import_id, item.id, item.remote_id, round_) for item in items]
+        self.queue.publish(jobs)
+        if relist:
+            self._relist(import_id)
+        return len(jobs)
+
+    def _relist(self, import_id: str) -> None:
+        with self.runtime.session() as session:
+            record = session.get(Import, import_id)
+            if record is not None and record.state == "importing":
+                record.state = "listing"
+        self.plan_in_background(import_id)
+
+    def wait(self, timeout: float | None = None) -> None:
+        with self._lock:
+            threads = list(self._planners.values())
+        for thread in threads:
+            thread.join(timeout)
