@@ -73,17 +73,39 @@ def import_(
     concurrency: Annotated[
         int | None, typer.Option("--concurrency", "-c", min=1, max=256, help="Parallel files.")
     ] = None,
+    local_workers: Annotated[
+        bool | None,
+        typer.Option(
+            "--local-workers/--no-local-workers",
+            help="Process files in this process too. Default: yes, unless NATS_URL is set "
+            "(then `imageimport worker` processes do the work).",
+        ),
+    ] = None,
+    detach: Annotated[
+        bool,
+        typer.Option(
+            "--detach", help="With NATS_URL: return once the folder is listed and queued."
+        ),
+    ] = False,
 ) -> None:
     """Import every image of a folder into the configured store, with a live progress bar."""
     from imageimport.pipeline.embedded import Snapshot, run_import
+    from imageimport.queue import make_queue
     from imageimport.sources.base import parse_folder_url
 
     settings = _settings()
+    if detach and not settings.nats_url:
+        console.print("[red]Error:[/red] --detach needs NATS_URL (a queue outside this process).")
+        raise typer.Exit(2)
     try:
         parse_folder_url(url)
         runtime = _runtime(settings)
+        queue = make_queue(settings)
     except ImageImportError as error:
         raise _fail(error) from None
+    if detach:
+        _plan_detached(runtime, queue, url)
+        return
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -113,15 +135,81 @@ def import_(
                     transfer=transfer,
                 )
 
-            result = run_import(runtime, url, concurrency or settings.concurrency, show)
+            result = run_import(
+                runtime,
+                url,
+                concurrency or settings.concurrency,
+                show,
+                queue=queue,
+                local_workers=local_workers if local_workers is not None else not settings.nats_url,
+            )
     except ImageImportError as error:
         raise _fail(error) from None
     finally:
+        queue.close()
         runtime.close()
     _summary(settings, result)
     c = result.counters
     if c.imported + c.duplicates == 0:
         raise typer.Exit(1)
+
+
+def _plan_detached(runtime: Any, queue: Any, url: str) -> None:
+    from imageimport.imports import Importer
+    from imageimport.pipeline.embedded import snapshot
+
+    try:
+        importer = Importer(runtime, queue)
+        import_id = importer.start(url)
+        importer.wait()
+        snap = snapshot(runtime, import_id)
+    finally:
+        queue.close()
+        runtime.close()
+    print(import_id)
+    console.print(f"{snap.state}: {snap.counters.discovered} files queued for the workers.")
+    if snap.state == "failed":
+        console.print(f"[red]Error:[/red] {snap.error}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def resume() -> None:
+    """List again the imports whose listing was interrupted (crash, restart), then return."""
+    from imageimport.imports import Importer
+    from imageimport.queue import make_queue
+
+    settings = _settings()
+    try:
+        runtime = _runtime(settings)
+        queue = make_queue(settings)
+    except ImageImportError as error:
+        raise _fail(error) from None
+    try:
+        importer = Importer(runtime, queue)
+        resumed = importer.resume_interrupted()
+        importer.wait()
+    finally:
+        queue.close()
+        runtime.close()
+    console.print(f"Resumed {len(resumed)} import(s).")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", "-c", min=1, max=256, help="Parallel files.")
+    ] = None,
+) -> None:
+    """Process files from NATS JetStream until SIGTERM/SIGINT (the distributed mode)."""
+    from imageimport.worker.service import run_worker
+
+    settings = _settings()
+    try:
+        code = run_worker(settings, concurrency or settings.concurrency)
+    except ImageImportError as error:
+        raise _fail(error) from None
+    raise typer.Exit(code)
 
 
 def _summary(settings: Settings, result: Any) -> None:
@@ -244,3 +332,45 @@ def migrate() -> None:
     except ImageImportError as error:
         raise _fail(error) from None
     console.print("Database is up to date.")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the web page, the REST API and workers in one process (the embedded default)."""
+    _run_api(_settings(), host, port, local_workers=True)
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the REST API and page without workers, for the distributed mode (needs NATS_URL)."""
+    settings = _settings()
+    if not settings.nats_url:
+        console.print(
+            "[red]Error:[/red] `imageimport api` runs no workers, so it needs NATS_URL (the queue "
+            "`imageimport worker` processes read). Use `imageimport serve` to run everything in "
+            "one process."
+        )
+        raise typer.Exit(2)
+    _run_api(settings, host, port, local_workers=False)
+
+
+def _run_api(settings: Settings, host: str, port: int, local_workers: bool) -> None:
+    import uvicorn
+
+    from imageimport.api import create_app
+    from imageimport.queue import make_queue
+
+    # Opened once up front so a wrong setting is one clear sentence here, not a traceback
+    # from the server's startup.
+    try:
+        _runtime(settings).close()
+        make_queue(settings).close()
+    except ImageImportError as error:
+        raise _fail(error) from None
+    uvicorn.run(create_app(settings, local_workers=local_workers), host=host, port=port)

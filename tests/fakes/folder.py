@@ -202,8 +202,9 @@ def sample_folder(oversized_bytes: int = 3 * 1024 * 1024) -> tuple[FakeFolder, E
     return root, expected
 
 
-def big_folder(count: int, seed: int = 0) -> FakeFolder:
-    """`count` small distinct JPEGs in one folder (for pagination and load)."""
+def big_folder(count: int, seed: int = 0, name: str | None = None) -> FakeFolder:
+    """`count` small distinct JPEGs in one folder (for pagination and load). Ids derive from
+    the folder's name: give folders that live side by side different names."""
     base = make_image(32, 24, "JPEG", seed=seed)
     # A JPEG comment segment after SOI makes each file distinct without re-encoding.
     files: list[FakeFile | FakeFolder] = [
@@ -214,4 +215,4 @@ def big_folder(count: int, seed: int = 0) -> FakeFolder:
         )
         for i in range(count)
     ]
-    return FakeFolder(f"big-{count}", files)
+    return FakeFolder(name or f"big-{count}", files)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO
 
+from imageimport import metrics
 from imageimport.errors import FileTooLarge, NotAnImage
 from imageimport.pipeline.imaging import SNIFF_BYTES, sniff
 from imageimport.sources.base import RemoteFile, Source
@@ -60,6 +61,7 @@ def download(
                     raise _too_large(max_bytes)
                 digest.update(chunk)
                 spool.write(chunk)
+                metrics.BYTES.inc(len(chunk))
                 if heartbeat is not None and time.monotonic() - last_beat > HEARTBEAT_SECONDS:
                     heartbeat()
                     last_beat = time.monotonic()

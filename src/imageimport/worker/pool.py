@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from imageimport import metrics
 from imageimport.db import repo
 from imageimport.errors import ImageImportError, TransientError
 from imageimport.pipeline.process import fail_item, process_item
@@ -44,8 +46,10 @@ def _handle(runtime: Runtime, delivery: Delivery) -> str:
     if delivery.attempt > limit:
         # Delivered again although every attempt ended in a crash of the worker itself.
         return _give_up(runtime, delivery, f"Gave up after {limit} attempts that crashed.")
+    started = time.monotonic()
     try:
-        state = process_item(runtime, job, heartbeat=delivery.in_progress)
+        with metrics.IN_FLIGHT.track_inprogress():
+            state = process_item(runtime, job, heartbeat=delivery.in_progress)
     except Exception as error:
         if isinstance(error, TransientError):
             reason = str(error)
@@ -57,8 +61,11 @@ def _handle(runtime: Runtime, delivery: Delivery) -> str:
             return _give_up(runtime, delivery, f"Gave up after {limit} attempts: {reason}")
         _note_attempt(runtime, job.item_id, reason)
         delivery.retry_later(retry_delay(delivery.attempt, getattr(error, "retry_after", None)))
+        metrics.ITEM_RETRIES.inc()
         return "retry"
     delivery.ack()
+    metrics.ITEMS.labels(state).inc()
+    metrics.DURATION.observe(time.monotonic() - started)
     return state
 
 
@@ -70,6 +77,7 @@ def _give_up(runtime: Runtime, delivery: Delivery, reason: str) -> str:
         delivery.retry_later(retry_delay(delivery.attempt))
         return "retry"
     delivery.give_up()
+    metrics.ITEMS.labels("failed").inc()
     return "failed"
 
 
