@@ -14,7 +14,7 @@ from imageimport.db.models import Image, Import, ImportItem
 from imageimport.errors import ItemError
 from imageimport.keys import image_key, thumbnail_key
 from imageimport.pipeline.download import download
-from imageimport.pipeline.imaging import THUMBNAIL_CONTENT_TYPE, inspect
+from imageimport.pipeline.imaging import THUMBNAIL_CONTENT_TYPE, ImageInfo, inspect
 from imageimport.queue.base import Job
 from imageimport.runtime import Runtime
 from imageimport.sources.base import RemoteFile
@@ -60,19 +60,43 @@ def process_item(runtime: Runtime, job: Job, heartbeat: Callable[[], None] | Non
             info = inspect(fetched.file, settings.max_image_pixels, settings.thumbnail_size)
         except ItemError as error:
             return _settle(runtime, item, error.state, str(error), nbytes=fetched.size)
+        if not _still_pending(runtime, item.id):
+            return _current_state(runtime, item.id)  # cancelled (or done elsewhere) meanwhile
         key = image_key(fetched.sha256, info.extension)
         thumb_key = thumbnail_key(fetched.sha256)
         fetched.file.seek(0)
         runtime.store.put_file(key, fetched.file, fetched.size, info.content_type)
         runtime.store.put_bytes(thumb_key, info.thumbnail, THUMBNAIL_CONTENT_TYPE)
+    try:
+        return _commit_image(
+            runtime, item, provider, fetched.sha256, fetched.size, info, (key, thumb_key)
+        )
+    except _Superseded:
+        return _current_state(runtime, item.id)
+
+
+class _Superseded(Exception):
+    """The item was settled by someone else (a cancel, another delivery) meanwhile."""
+
+
+def _commit_image(
+    runtime: Runtime,
+    item: ImportItem,
+    provider: str,
+    sha256: str,
+    size: int,
+    info: ImageInfo,
+    keys: tuple[str, str],
+) -> str:
+    key, thumb_key = keys
     with runtime.session() as session:
         image_id, created = repo.insert_image(
             session,
             repo.NewImage(
-                sha256=fetched.sha256,
+                sha256=sha256,
                 object_key=key,
                 thumbnail_key=thumb_key,
-                size=fetched.size,
+                size=size,
                 content_type=info.content_type,
                 width=info.width,
                 height=info.height,
@@ -87,9 +111,25 @@ def process_item(runtime: Runtime, job: Job, heartbeat: Callable[[], None] | Non
             ),
         )
         state = "done" if created else _own_or_duplicate(session, image_id, item)
-        repo.finish_item(session, item.id, state, image_id=image_id, nbytes=fetched.size)
+        if not repo.finish_item(session, item.id, state, image_id=image_id, nbytes=size):
+            raise _Superseded  # rolls the image row back with the transaction
         repo.finish_if_complete(session, item.import_id)
     return state
+
+
+def _still_pending(runtime: Runtime, item_id: int) -> bool:
+    with runtime.session() as session:
+        item = session.get(ImportItem, item_id)
+        if item is None or item.state != "pending":
+            return False
+        record = session.get(Import, item.import_id)
+        return record is not None and record.state != "cancelled"
+
+
+def _current_state(runtime: Runtime, item_id: int) -> str:
+    with runtime.session() as session:
+        item = session.get(ImportItem, item_id)
+        return item.state if item is not None else "gone"
 
 
 def _own_or_duplicate(session: Session, image_id: int, item: ImportItem) -> str:
