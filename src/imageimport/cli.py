@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -63,6 +64,9 @@ def main(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # One line per HTTP request drowns everything else, and URLs can carry secrets.
+    for noisy in ("httpx", "httpcore", "botocore", "urllib3", "googleapiclient.discovery"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @app.command("import")
@@ -212,6 +216,62 @@ def worker(
     raise typer.Exit(code)
 
 
+@app.command("operator")
+def operator_(
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--namespace",
+            "-n",
+            help="Serve ImageImports in this namespace (repeatable). Default: the pod's own.",
+        ),
+    ] = None,
+    all_namespaces: Annotated[
+        bool, typer.Option("--all-namespaces", "-A", help="Serve every namespace.")
+    ] = False,
+    peering: Annotated[
+        str | None,
+        typer.Option(
+            help="The KopfPeering object replicas coordinate through (only one works at a time)."
+        ),
+    ] = None,
+    standalone: Annotated[
+        bool, typer.Option("--standalone", help="No peering: run as the only replica.")
+    ] = False,
+    priority: Annotated[
+        int | None,
+        typer.Option(help="Peering priority; the highest live replica works. Default: random."),
+    ] = None,
+) -> None:
+    """Run the Kubernetes operator: list each ImageImport's folder for the workers and keep its
+    status up to date, until SIGTERM/SIGINT (needs PostgreSQL and NATS)."""
+    from imageimport.operator.run import OperatorOptions, run_operator
+
+    settings = _settings()
+    options = OperatorOptions(tuple(namespace or ()), all_namespaces, peering, standalone, priority)
+    try:
+        run_operator(settings, options)
+    except ImageImportError as error:
+        raise _fail(error) from None
+
+
+@app.command("queue-setup")
+def queue_setup() -> None:
+    """Create or update the JetStream stream and the workers' durable consumer, then exit
+    (autoscalers such as KEDA need the consumer to exist before any worker starts)."""
+    from imageimport.queue.nats import DURABLE, STREAM, NatsQueue
+
+    settings = _settings()
+    if not settings.nats_url:
+        console.print("[red]Error:[/red] queue-setup needs NATS_URL.")
+        raise typer.Exit(2)
+    try:
+        NatsQueue(settings.nats_url, settings.max_deliver, settings.nats_ack_wait_seconds).close()
+    except ImageImportError as error:
+        raise _fail(error, code=1) from None
+    console.print(f"Stream {STREAM} and consumer {DURABLE} are ready.")
+
+
 def _summary(settings: Settings, result: Any) -> None:
     from imageimport.runtime import Runtime
 
@@ -358,6 +418,32 @@ def api(
         )
         raise typer.Exit(2)
     _run_api(settings, host, port, local_workers=False)
+
+
+@app.command("dev-stack")
+def dev_stack(
+    data_dir: Annotated[
+        Path, typer.Option(help="Where the servers keep their data (reused by later runs).")
+    ] = Path(".devstack"),
+    api_port: Annotated[int, typer.Option(min=1, max=65535, help="The API's port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 2,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=256, help="Parallel files per worker.")
+    ] = 8,
+) -> None:
+    """Run the distributed mode on this machine without Docker: PostgreSQL, NATS JetStream and
+    SeaweedFS S3 on 127.0.0.1, the API and workers, until Ctrl-C (needs the devstack extra)."""
+    from imageimport.devstack import DevStackOptions, run_dev_stack
+    from imageimport.errors import ConfigError
+
+    options = DevStackOptions(data_dir, api_port, workers, concurrency)
+    try:
+        code = run_dev_stack(options)
+    except ConfigError as error:
+        raise _fail(error) from None
+    except ImageImportError as error:
+        raise _fail(error, 1) from None
+    raise typer.Exit(code)
 
 
 def _run_api(settings: Settings, host: str, port: int, local_workers: bool) -> None:

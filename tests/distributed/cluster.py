@@ -73,6 +73,7 @@ class Cluster:
                 "SOURCE_RETRY_MAX_WAIT_SECONDS": "1",
                 "NATS_ACK_WAIT_SECONDS": "10",
                 "PYTHONUNBUFFERED": "1",
+            "PYTHONFAULTHANDLER": "1",  # SIGABRT dumps every thread's stack into the log
             }
         )
         self.workers: list[subprocess.Popen[bytes]] = []
@@ -156,6 +157,14 @@ class Cluster:
                 )
             ).scalar_one()
         return int(dropped)
+
+    def wait_exit(self, process: subprocess.Popen[bytes], timeout: float) -> int:
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            process.wait(10)
+            raise AssertionError(f"still running after {timeout} s\n{self.logs()}") from None
 
     def logs(self) -> str:
         parts = []

@@ -303,3 +303,13 @@ def unfinished_listings(session: Session) -> list[str]:
             .order_by(Import.created_at)
         )
     )
+
+
+def finish_complete_imports(session: Session) -> list[str]:
+    """Settle every import whose items are all done: a safety net for a final check that
+    was missed (the database was away at the moment the last item was settled)."""
+    finished = []
+    for import_id in session.scalars(select(Import.id).where(Import.state == "importing")):
+        if finish_if_complete(session, import_id):
+            finished.append(import_id)
+    return finished

@@ -113,7 +113,6 @@ def _commit_image(
         state = "done" if created else _own_or_duplicate(session, image_id, item)
         if not repo.finish_item(session, item.id, state, image_id=image_id, nbytes=size):
             raise _Superseded  # rolls the image row back with the transaction
-        repo.finish_if_complete(session, item.import_id)
     return state
 
 
@@ -145,7 +144,6 @@ def _record(runtime: Runtime, item: ImportItem, image_id: int, nbytes: int) -> s
     with runtime.session() as session:
         state = _own_or_duplicate(session, image_id, item)
         repo.finish_item(session, item.id, state, image_id=image_id, nbytes=nbytes)
-        repo.finish_if_complete(session, item.import_id)
     return state
 
 
@@ -155,12 +153,18 @@ def _settle(
     log.info("item %s (%s): %s — %s", item.id, item.path, state, reason)
     with runtime.session() as session:
         repo.finish_item(session, item.id, state, reason=reason, nbytes=nbytes)
-        repo.finish_if_complete(session, item.import_id)
     return state
+
+
+def settle_import(runtime: Runtime, import_id: str) -> None:
+    """Give the import its final state if this was its last item. Must run in a transaction
+    of its own, after the item's commit: two workers settling the last two items at once
+    would otherwise each see the other's item still pending, and neither would finish it."""
+    with runtime.session() as session:
+        repo.finish_if_complete(session, import_id)
 
 
 def fail_item(runtime: Runtime, job: Job, reason: str) -> None:
     """Give up on an item after its last attempt."""
     with runtime.session() as session:
         repo.finish_item(session, job.item_id, "failed", reason=reason)
-        repo.finish_if_complete(session, job.import_id)

@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from imageimport import metrics
 from imageimport.db import repo
 from imageimport.errors import ImageImportError, TransientError
-from imageimport.pipeline.process import fail_item, process_item
+from imageimport.pipeline.process import fail_item, process_item, settle_import
 from imageimport.queue.base import Delivery, JobQueue
 from imageimport.runtime import Runtime
 
@@ -63,6 +63,7 @@ def _handle(runtime: Runtime, delivery: Delivery) -> str:
         delivery.retry_later(retry_delay(delivery.attempt, getattr(error, "retry_after", None)))
         metrics.ITEM_RETRIES.inc()
         return "retry"
+    _settle_import(runtime, job.import_id)
     delivery.ack()
     metrics.ITEMS.labels(state).inc()
     metrics.DURATION.observe(time.monotonic() - started)
@@ -72,6 +73,7 @@ def _handle(runtime: Runtime, delivery: Delivery) -> str:
 def _give_up(runtime: Runtime, delivery: Delivery, reason: str) -> str:
     try:
         fail_item(runtime, delivery.job, reason)
+        _settle_import(runtime, delivery.job.import_id)
     except SQLAlchemyError:
         log.warning("cannot record the failure of item %s yet", delivery.job.item_id)
         delivery.retry_later(retry_delay(delivery.attempt))
@@ -79,6 +81,14 @@ def _give_up(runtime: Runtime, delivery: Delivery, reason: str) -> str:
     delivery.give_up()
     metrics.ITEMS.labels("failed").inc()
     return "failed"
+
+
+def _settle_import(runtime: Runtime, import_id: str) -> None:
+    try:
+        settle_import(runtime, import_id)
+    except SQLAlchemyError:
+        # The periodic sweep (sweep_finished_imports) settles it once the database is back.
+        log.warning("cannot check whether import %s is complete yet", import_id)
 
 
 def _describe(error: BaseException) -> str:
@@ -118,6 +128,9 @@ class WorkerPool:
     def _pull_loop(self) -> None:
         while not self._stop.is_set():
             self._slots.acquire()
+            if self._stop.is_set():
+                self._slots.release()
+                break
             idle = 1
             while idle < self.concurrency and self._slots.acquire(blocking=False):
                 idle += 1

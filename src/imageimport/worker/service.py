@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from imageimport.db import repo
 from imageimport.errors import ConfigError, TransientError
 from imageimport.queue.nats import NatsQueue
 from imageimport.runtime import Runtime
@@ -28,9 +29,9 @@ def run_worker(settings: Settings, concurrency: int, health_host: str = "0.0.0.0
             "The worker needs NATS_URL: it takes its jobs from NATS JetStream. (Without NATS, "
             "`imageimport serve` and `imageimport import` process files in their own process.)"
         )
-    stop = threading.Event()
+    stop = _StopFlag()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, stop.handle)
     pool: WorkerPool | None = None
     health = HealthServer(health_host, settings.health_port, lambda: pool is not None)
     health.start()
@@ -55,7 +56,9 @@ def run_worker(settings: Settings, concurrency: int, health_host: str = "0.0.0.0
         pool = WorkerPool(runtime, queue, concurrency)
         pool.start()
         log.info("worker started: %d concurrent files", concurrency)
-        stop.wait()
+        while not stop.is_set():
+            stop.wait(SWEEP_SECONDS)
+            _sweep(runtime)
         log.info("stopping: finishing the files in hand")
         pool.stop()
         queue.close()
@@ -65,7 +68,38 @@ def run_worker(settings: Settings, concurrency: int, health_host: str = "0.0.0.0
         health.stop()
 
 
-def _until_up(what: str, stop: threading.Event, connect: Callable[[], T]) -> T | None:
+SWEEP_SECONDS = 30.0
+
+
+def _sweep(runtime: Runtime) -> None:
+    try:
+        with runtime.session() as session:
+            for import_id in repo.finish_complete_imports(session):
+                log.info("import %s is complete", import_id)
+    except SQLAlchemyError as error:
+        log.warning("sweeping finished imports failed: %s", str(error).splitlines()[0])
+
+
+class _StopFlag:
+    """Set from a signal handler, which must not take locks: the handler runs in the main
+    thread, which may hold the very lock a threading.Event.set() would need."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def handle(self, *_: object) -> None:
+        self.requested = True
+
+    def is_set(self) -> bool:
+        return self.requested
+
+    def wait(self, seconds: float | None = None) -> None:
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while not self.requested and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.1)
+
+
+def _until_up(what: str, stop: _StopFlag, connect: Callable[[], T]) -> T | None:
     delay = 0.5
     while not stop.is_set():
         try:

@@ -1,0 +1,112 @@
+"""`imageimport worker` as a process: configuration errors, health, metrics, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.distributed.cluster import Cluster, purge_stream
+from tests.fakes.folder import big_folder
+from tests.pipeline.routes import start_route
+from tests.servers import free_port
+
+
+def test_worker_without_nats_url_says_what_is_missing(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "NATS_URL"}
+    done = subprocess.run(
+        [sys.executable, "-m", "imageimport", "worker"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "needs NATS_URL" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_worker_rejects_a_bad_setting_by_name(tmp_path: Path) -> None:
+    env = os.environ | {"NATS_URL": "nats://127.0.0.1:1", "MAX_DELIVER": "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "imageimport", "worker"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "MAX_DELIVER" in done.stderr
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+@pytest.mark.nats
+@pytest.mark.timeout(300)
+def test_sigterm_finishes_files_in_hand_and_exits_zero(
+    tmp_path: Path, postgres_database: str, nats_server: Any, s3_server: Any
+) -> None:
+    purge_stream(nats_server.url)
+    with start_route("gdrive-api", big_folder(400, seed=21)) as route:
+        route.faults.latency = 0.05  # each file takes a while: some are in hand at SIGTERM
+        cluster = Cluster(tmp_path, postgres_database, nats_server.url, s3_server, route.env)
+        try:
+            port = free_port()
+            worker = cluster.command("worker", "--concurrency", "8", HEALTH_PORT=str(port))
+            cluster.workers.append(worker)
+            health = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{health}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, cluster.logs()
+                time.sleep(0.2)
+            import_id = cluster.plan(route.url)
+            cluster.wait_until(import_id, lambda _, c: c.get("done", 0) >= 50)
+            metrics = httpx.get(f"{health}/metrics", timeout=5).text
+            assert 'imageimport_items_total{state="done"}' in metrics
+            assert "imageimport_items_in_flight" in metrics
+
+            worker.send_signal(signal.SIGTERM)
+            assert cluster.wait_exit(worker, 60) == 0, cluster.logs()
+            _, counts = cluster.state(import_id)
+            # Stopped part-way, with every file it had started settled, none half-done.
+            assert 0 < counts.get("done", 0) < 400
+            assert "stopping: finishing the files in hand" in cluster.logs()
+
+            cluster.start_worker()
+            counts = cluster.wait_finished(import_id)
+            assert counts == {"done": 400}
+            assert len(cluster.images()) == 400
+        finally:
+            cluster.stop()
+
+
+def test_queue_setup_creates_the_consumer(nats_server: Any, tmp_path: Path) -> None:
+    purge_stream(nats_server.url)
+    env = os.environ | {"NATS_URL": nats_server.url}
+    done = subprocess.run(
+        [sys.executable, "-m", "imageimport", "queue-setup"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "imageimport-workers" in done.stderr
