@@ -1,0 +1,47 @@
+"""examples/: ready-to-apply manifests, valid against Kubernetes and the ImageImport CRD."""
+
+from __future__ import annotations
+
+import pytest
+
+from imageimport.sources.base import parse_folder_url
+from tests.k8s.manifests import EXAMPLES, load_file, object_id, validate_object
+
+EXAMPLE_FILES = {
+    "drive-public.yaml": ("gdrive", set()),
+    "drive-with-api-key.yaml": ("gdrive", {"GOOGLE_API_KEY"}),
+    "dropbox-public.yaml": ("dropbox", set()),
+    "dropbox-with-credentials.yaml": (
+        "dropbox",
+        {"DROPBOX_APP_KEY", "DROPBOX_APP_SECRET", "DROPBOX_REFRESH_TOKEN"},
+    ),
+}
+
+
+def test_every_example_is_tested() -> None:
+    assert {p.name for p in EXAMPLES.glob("*.yaml")} == set(EXAMPLE_FILES)
+
+
+@pytest.mark.parametrize("filename", sorted(EXAMPLE_FILES))
+def test_example_is_valid(filename: str) -> None:
+    documents = load_file(EXAMPLES / filename)
+    assert documents
+    for obj in documents:
+        assert "namespace" not in obj["metadata"], "examples go wherever `kubectl -n` says"
+        validate_object(obj)
+
+
+@pytest.mark.parametrize("filename", sorted(EXAMPLE_FILES))
+def test_example_imports_the_right_kind_of_folder_with_its_credentials(filename: str) -> None:
+    provider, credential_keys = EXAMPLE_FILES[filename]
+    documents = load_file(EXAMPLES / filename)
+    (resource,) = [d for d in documents if d["kind"] == "ImageImport"]
+    assert parse_folder_url(resource["spec"]["source"]["url"]).provider == provider
+    secrets = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Secret"}
+    reference = resource["spec"]["source"].get("credentialsSecretRef")
+    if not credential_keys:
+        assert reference is None and not secrets, object_id(resource)
+        return
+    # The referenced Secret ships beside it, with the keys the operator reads by default.
+    secret = secrets[reference["name"]]
+    assert set(secret["stringData"]) == credential_keys
