@@ -55,6 +55,7 @@ class NatsQueue(JobQueue):
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
+        self._closing = False
         try:
             self._call(self._connect(connect_timeout), timeout=connect_timeout + 30)
         except Exception:
@@ -124,7 +125,8 @@ class NatsQueue(JobQueue):
         log.warning("NATS: %s", error)
 
     async def _on_disconnect(self) -> None:
-        log.warning("NATS: disconnected from %s; reconnecting", self.url)
+        if not self._closing:
+            log.warning("NATS: disconnected from %s; reconnecting", self.url)
 
     async def _on_reconnect(self) -> None:
         log.info("NATS: reconnected")
@@ -176,6 +178,7 @@ class NatsQueue(JobQueue):
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
     def close(self) -> None:
+        self._closing = True
         if self._nc is not None and not self._nc.is_closed:
             try:
                 # close, not drain: a drain waits out pending fetches, and anything not
