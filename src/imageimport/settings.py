@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     objects_dir: Path | None = None
     s3_bucket: str | None = None
     s3_endpoint_url: str | None = None
+    s3_public_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
     s3_access_key_id: SecretStr | None = None
     s3_secret_access_key: SecretStr | None = None

@@ -308,3 +308,17 @@ def test_wrong_secret_is_a_config_error_without_the_secret(s3_settings: Settings
     with pytest.raises(ConfigError, match="access was refused") as raised:
         store.check()
     assert wrong not in str(raised.value)
+
+
+def test_presigned_urls_use_the_public_endpoint_when_set(moto_settings: Settings) -> None:
+    settings = moto_settings.model_copy(
+        update={
+            "s3_endpoint_url": "http://minio:9000",
+            "s3_public_endpoint_url": "http://localhost:9000",
+        }
+    )
+    url = S3Store(settings).presigned_url("images/ab/abc.jpg")
+    assert url is not None
+    assert url.startswith(f"http://localhost:9000/{settings.s3_bucket}/images/ab/abc.jpg?")
+    internal = S3Store(moto_settings.model_copy(update={"s3_endpoint_url": "http://minio:9000"}))
+    assert (internal.presigned_url("a/b") or "").startswith("http://minio:9000/")

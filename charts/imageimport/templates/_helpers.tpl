@@ -147,6 +147,9 @@ S3_BUCKET: {{ ternary .Values.dev.minio.bucket .Values.s3.bucket .Values.dev.ena
 {{- with include "imageimport.s3EndpointUrl" . }}
 S3_ENDPOINT_URL: {{ . | quote }}
 {{- end }}
+{{- with .Values.s3.publicEndpointUrl }}
+S3_PUBLIC_ENDPOINT_URL: {{ . | quote }}
+{{- end }}
 S3_REGION: {{ .Values.s3.region | quote }}
 S3_PREFIX: {{ .Values.s3.prefix | quote }}
 S3_CREATE_BUCKET: {{ .Values.s3.createBucket | quote }}

@@ -108,14 +108,22 @@ class S3Store(ObjectStore):
         # A session of our own: boto3's default session is not safe to create clients from
         # concurrently, while the client itself is thread safe and shared by all threads.
         session = boto3.session.Session()
-        self.client = session.client(
-            "s3",
-            endpoint_url=settings.s3_endpoint_url,
-            region_name=settings.s3_region,
-            aws_access_key_id=secret(settings.s3_access_key_id),
-            aws_secret_access_key=self._secret,
-            config=config,
-        )
+
+        def client(endpoint: str | None) -> Any:
+            return session.client(
+                "s3",
+                endpoint_url=endpoint,
+                region_name=settings.s3_region,
+                aws_access_key_id=secret(settings.s3_access_key_id),
+                aws_secret_access_key=self._secret,
+                config=config,
+            )
+
+        self.client = client(settings.s3_endpoint_url)
+        # Browsers may reach the store under another name than the services do (compose,
+        # Kubernetes); signing needs no connection, so a second client only signs.
+        public = settings.s3_public_endpoint_url
+        self._signer = client(public) if public else self.client
         self._bucket_ready = False
         self._bucket_lock = threading.Lock()
 
@@ -257,7 +265,7 @@ class S3Store(ObjectStore):
     def presigned_url(self, key: str, expires_seconds: int = 300) -> str | None:
         full_key = self._key(key)
         try:
-            return self.client.generate_presigned_url(
+            return self._signer.generate_presigned_url(
                 "get_object",
                 Params={"Bucket": self.bucket, "Key": full_key},
                 ExpiresIn=expires_seconds,
