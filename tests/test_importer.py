@@ -87,3 +87,29 @@ def test_retry_publishes_only_the_failed_items_again(running: Callable) -> None:
         assert second.state == "succeeded"
         assert (second.counters.imported, second.counters.failed) == (6, 0)
         assert importer.retry(import_id) == 0  # nothing left to retry
+
+
+def test_restart_with_the_in_process_queue_publishes_pending_files_again(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    with start_route("gdrive-api", big_folder(40, seed=8)) as route:
+        settings = make_settings(database_url=database_url, **route.settings)
+        # First process: lists the folder, then "dies" before any worker ran.
+        first = Runtime(settings)
+        importer = Importer(first, MemoryQueue())
+        import_id = importer.start(route.url)
+        importer.wait()
+        assert snapshot(first, import_id).counters.pending == 40
+        first.close()
+
+        second = Runtime(settings)
+        queue = MemoryQueue()
+        pool = WorkerPool(second, queue, 4)
+        pool.start()
+        try:
+            assert Importer(second, queue).resume_interrupted() == [import_id]
+            wait_for(lambda: snapshot(second, import_id).finished)
+            assert snapshot(second, import_id).counters.imported == 40
+        finally:
+            pool.stop()
+            second.close()

@@ -64,18 +64,33 @@ class Importer:
         return thread is not None and thread.is_alive()
 
     def resume_interrupted(self) -> list[str]:
-        """Plan again every import whose listing was cut short (a crash, a restart)."""
+        """Plan again every import whose listing was cut short (a crash, a restart); with a
+        queue that did not outlive the last process, publish pending files again too."""
         with self.runtime.session() as session:
-            unfinished = repo.unfinished_listings(session)
-        for import_id in unfinished:
-            log.info("resuming the listing of import %s", import_id)
-            self.plan_in_background(import_id)
-        return unfinished
+            unfinished = [(r.id, r.state, r.round) for r in repo.unfinished_imports(session)]
+        resumed = []
+        for import_id, state, round_ in unfinished:
+            if state in ("pending", "listing"):
+                log.info("resuming the listing of import %s", import_id)
+                self.plan_in_background(import_id)
+            elif not self.queue.durable:
+                with self.runtime.session() as session:
+                    items = repo.pending_items(session, import_id)
+                    jobs = [Job(import_id, i.id, i.remote_id, round_) for i in items]
+                log.info("publishing %d pending files of import %s again", len(jobs), import_id)
+                self.queue.publish(jobs)
+            else:
+                continue
+            resumed.append(import_id)
+        return resumed
 
     def cancel(self, import_id: str) -> bool:
         """Stop an import: its remaining items are settled as cancelled, not processed."""
         with self.runtime.session() as session:
-            return repo.cancel_import(session, import_id)
+            cancelled = repo.cancel_import(session, import_id)
+        if cancelled and not self.is_planning(import_id):
+            self.runtime.forget_source(import_id)
+        return cancelled
 
     def retry(self, import_id: str) -> int:
         """Publish an import's failed items again; the number of items sent round again.

@@ -3,10 +3,11 @@ the caller, except where a docstring says otherwise."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import Insert, Table, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -62,6 +63,22 @@ class NewImage:
     provider: str
     source_file_id: str
     import_id: str
+
+
+# NUL and unpaired surrogates: PostgreSQL text cannot hold the first, and no UTF-8 database
+# can encode the second. Names come from strangers, so either may arrive.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+@overload
+def storable(text: str, limit: int | None = None) -> str: ...
+@overload
+def storable(text: None, limit: int | None = None) -> None: ...
+def storable(text: str | None, limit: int | None = None) -> str | None:
+    """`text` as any database can store it (U+FFFD for what it cannot), cut to `limit`."""
+    if text is None:
+        return None
+    return _UNSTORABLE.sub("\ufffd", text)[:limit]
 
 
 def _insert(session: Session, table: Table | Any) -> Insert:
@@ -120,11 +137,11 @@ def add_items(session: Session, import_id: str, files: Sequence[RemoteFile]) -> 
         {
             "import_id": import_id,
             "remote_id": f.id,
-            "name": f.name,
-            "path": f.path,
+            "name": storable(f.name),
+            "path": storable(f.path),
             "size": f.size,
-            "mime_type": f.mime_type,
-            "checksum": f.checksum,
+            "mime_type": storable(f.mime_type, 255),
+            "checksum": storable(f.checksum, 255),
             "extra": f.extra,
             "state": "pending",
             "attempts": 0,
@@ -284,25 +301,7 @@ def reopen_failed_items(session: Session, import_id: str) -> tuple[int, list[Imp
     record.finished_at = None
     record.error = None
     session.flush()
-    items = list(
-        session.scalars(
-            select(ImportItem).where(
-                ImportItem.import_id == import_id, ImportItem.state == "pending"
-            )
-        )
-    )
-    return record.round, items
-
-
-def unfinished_listings(session: Session) -> list[str]:
-    """Imports whose listing never finished, e.g. because the planning process died."""
-    return list(
-        session.scalars(
-            select(Import.id)
-            .where(Import.state.in_(("pending", "listing")))
-            .order_by(Import.created_at)
-        )
-    )
+    return record.round, pending_items(session, import_id)
 
 
 def finish_complete_imports(session: Session) -> list[str]:
@@ -313,3 +312,23 @@ def finish_complete_imports(session: Session) -> list[str]:
         if finish_if_complete(session, import_id):
             finished.append(import_id)
     return finished
+
+
+def unfinished_imports(session: Session) -> list[Import]:
+    return list(
+        session.scalars(
+            select(Import)
+            .where(Import.state.in_(("pending", "listing", "importing")))
+            .order_by(Import.created_at)
+        )
+    )
+
+
+def pending_items(session: Session, import_id: str) -> list[ImportItem]:
+    return list(
+        session.scalars(
+            select(ImportItem).where(
+                ImportItem.import_id == import_id, ImportItem.state == "pending"
+            )
+        )
+    )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import BinaryIO
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from imageimport.errors import CorruptImage, NotAnImage
 
@@ -44,6 +45,17 @@ _DATETIME_ORIGINAL = 0x9003
 _DATETIME = 0x0132
 _MAKE = 0x010F
 _MODEL = 0x0110
+_ORIENTATION = 0x0112
+# What ImageOps.exif_transpose does for each EXIF orientation.
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 @dataclass(frozen=True)
@@ -114,18 +126,26 @@ def inspect(file: BinaryIO, max_pixels: int, thumbnail_size: int) -> ImageInfo:
 
 
 def _thumbnail(image: Image.Image, size: int) -> bytes:
-    # draft() lets the JPEG decoder scale by 1/2..1/8 while decoding: much less work
-    # than a full decode for a large photo.
-    image.draft("RGB", (size, size))
+    orientation = image.getexif().get(_ORIENTATION)
+    # draft() lets the JPEG decoder scale by 1/2..1/8 while decoding: much less work than a
+    # full decode. It keeps both sides at least as large as asked, so it is asked for the box
+    # the thumbnail fills (400x300 for a 4:3 photo): a square would stop it at full scale.
+    width, height = image.size
+    scale = min(1.0, size / width, size / height)
+    image.draft("RGB", (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))))
     image.load()
-    image = ImageOps.exif_transpose(image)
     if image.mode not in ("RGB", "RGBA"):
         image = image.convert(
             "RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB"
         )
-    image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    # reducing_gap=1: a fast integer box reduction first, Lanczos only for the last step.
+    image.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=1.0)
+    # Rotated once small (the box is square, so the size comes out the same).
+    if orientation in _TRANSPOSE:
+        image = image.transpose(_TRANSPOSE[orientation])
     out = io.BytesIO()
-    image.save(out, THUMBNAIL_FORMAT, quality=80, method=4)
+    # method 2 rather than the default 4: half the encoding time for a few more bytes.
+    image.save(out, THUMBNAIL_FORMAT, quality=80, method=2)
     return out.getvalue()
 
 

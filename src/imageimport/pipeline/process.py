@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from imageimport.db import repo
 from imageimport.db.models import Image, Import, ImportItem
-from imageimport.errors import ItemError
+from imageimport.errors import ForbiddenHost, ItemError
 from imageimport.keys import image_key, thumbnail_key
 from imageimport.pipeline.download import download
 from imageimport.pipeline.imaging import THUMBNAIL_CONTENT_TYPE, ImageInfo, inspect
@@ -50,9 +50,19 @@ def process_item(runtime: Runtime, job: Job, heartbeat: Callable[[], None] | Non
         fetched = download(source, remote, settings.max_file_size_bytes, heartbeat)
     except ItemError as error:
         return _settle(runtime, item, error.state, str(error))
+    except ForbiddenHost as error:
+        # Sent to a host that is not a source (a redirect): every retry would be refused too.
+        return _settle(runtime, item, "failed", str(error))
     with fetched.file:
+        # One transaction asks both: is the item still ours (not cancelled or settled
+        # elsewhere during the download), and are these bytes stored already?
         with runtime.session() as session:
+            item_state, import_state = _states(session, item.id)
             known = session.scalar(select(Image.id).where(Image.sha256 == fetched.sha256))
+        if item_state != "pending":
+            return item_state
+        if import_state == "cancelled":
+            return _settle(runtime, item, "cancelled", "The import was cancelled.")
         if known is not None:
             # Identical bytes were verified and stored before: nothing to decode or upload.
             return _record(runtime, item, known, fetched.size)
@@ -60,8 +70,6 @@ def process_item(runtime: Runtime, job: Job, heartbeat: Callable[[], None] | Non
             info = inspect(fetched.file, settings.max_image_pixels, settings.thumbnail_size)
         except ItemError as error:
             return _settle(runtime, item, error.state, str(error), nbytes=fetched.size)
-        if not _still_pending(runtime, item.id):
-            return _current_state(runtime, item.id)  # cancelled (or done elsewhere) meanwhile
         key = image_key(fetched.sha256, info.extension)
         thumb_key = thumbnail_key(fetched.sha256)
         fetched.file.seek(0)
@@ -116,13 +124,14 @@ def _commit_image(
     return state
 
 
-def _still_pending(runtime: Runtime, item_id: int) -> bool:
-    with runtime.session() as session:
-        item = session.get(ImportItem, item_id)
-        if item is None or item.state != "pending":
-            return False
-        record = session.get(Import, item.import_id)
-        return record is not None and record.state != "cancelled"
+def _states(session: Session, item_id: int) -> tuple[str, str]:
+    """The item's state and its import's, in one round trip ("gone" once deleted)."""
+    row = session.execute(
+        select(ImportItem.state, Import.state)
+        .join(Import, Import.id == ImportItem.import_id)
+        .where(ImportItem.id == item_id)
+    ).first()
+    return (str(row[0]), str(row[1])) if row is not None else ("gone", "gone")
 
 
 def _current_state(runtime: Runtime, item_id: int) -> str:
@@ -156,12 +165,22 @@ def _settle(
     return state
 
 
-def settle_import(runtime: Runtime, import_id: str) -> None:
+def settle_import(runtime: Runtime, import_id: str) -> str | None:
     """Give the import its final state if this was its last item. Must run in a transaction
     of its own, after the item's commit: two workers settling the last two items at once
     would otherwise each see the other's item still pending, and neither would finish it."""
     with runtime.session() as session:
-        repo.finish_if_complete(session, import_id)
+        # Nearly every item is not the last one: one indexed look-up says so, without
+        # loading the import.
+        pending = session.scalar(
+            select(ImportItem.id)
+            .where(ImportItem.import_id == import_id, ImportItem.state == "pending")
+            .limit(1)
+        )
+        final = None if pending is not None else repo.finish_if_complete(session, import_id)
+    if final is not None:
+        runtime.forget_source(import_id)  # no file of it is left to download
+    return final
 
 
 def fail_item(runtime: Runtime, job: Job, reason: str) -> None:

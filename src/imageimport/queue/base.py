@@ -59,6 +59,9 @@ class Delivery(ABC):
 
 
 class JobQueue(ABC):
+    # Whether published jobs outlive this process; if not, a restart must publish again.
+    durable: bool = True
+
     @abstractmethod
     def publish(self, jobs: Sequence[Job]) -> None:
         """Enqueue jobs; a job whose dedup id was already published is dropped."""

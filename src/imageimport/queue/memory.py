@@ -13,6 +13,8 @@ from imageimport.queue.base import Delivery, Job, JobQueue
 
 
 class MemoryQueue(JobQueue):
+    durable = False
+
     def __init__(self) -> None:
         self._ready: deque[tuple[Job, int]] = deque()
         self._delayed: list[tuple[float, int, Job, int]] = []

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
+from urllib.parse import urlsplit
 
 from imageimport.errors import InvalidSourceURL
 from imageimport.settings import Settings
@@ -102,14 +103,38 @@ def parse_folder_url(url: str) -> FolderRef:
         raise InvalidSourceURL("The folder URL is empty.")
     if len(text) > 2048:
         raise InvalidSourceURL("The folder URL is longer than 2048 characters.")
+    _refuse_tricks(text)
     for provider in _providers.values():
-        ref = provider.parse(text)
+        try:
+            ref = provider.parse(text)
+        except ValueError as error:  # urlsplit refuses some garbage, e.g. "http://[::1"
+            raise InvalidSourceURL(f"{_shorten(text)!r} is not a valid URL.") from error
         if ref is not None:
             return ref
     raise InvalidSourceURL(
         f"{_shorten(text)!r} is not a Google Drive folder link (https://drive.google.com/"
         "drive/folders/...) or a Dropbox shared folder link (https://www.dropbox.com/scl/fo/...)."
     )
+
+
+def _refuse_tricks(text: str) -> None:
+    """Refuse what real folder links never contain but URL parsers disagree about, so that a
+    link cannot look like one host to a person (or another parser) and another to us."""
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+        raise InvalidSourceURL("The folder URL contains control characters (line breaks, tabs…).")
+    shown = _shorten(text)
+    if "\\" in text:
+        raise InvalidSourceURL(f"{shown!r} contains a backslash, which folder links never have.")
+    try:
+        parts = urlsplit(text if "://" in text else "https://" + text)
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        raise InvalidSourceURL(f"{shown!r} is not a valid URL.") from None
+    if "@" in parts.netloc:
+        raise InvalidSourceURL(
+            f"{shown!r} has a user name or password before its host (the part up to '@'); "
+            "folder links never do. Paste the link exactly as the sharing dialog gives it."
+        )
 
 
 def open_source(url_or_ref: str | FolderRef, settings: Settings) -> Source:

@@ -1,0 +1,321 @@
+"""/api/v1/imports: start, list, watch, cancel and retry imports."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from imageimport.api.deps import (
+    CursorsDep,
+    ImporterDep,
+    RuntimeDep,
+    SessionDep,
+    StarterDep,
+)
+from imageimport.api.pagination import id_position, time_and_id_position
+from imageimport.api.problems import Problem, not_found, problem_responses
+from imageimport.api.schemas import (
+    API_PREFIX,
+    ImportCreate,
+    ImportOut,
+    ImportPage,
+    ItemOut,
+    ItemPage,
+    ItemState,
+    as_utc,
+)
+from imageimport.db import repo
+from imageimport.db.models import TERMINAL_IMPORT_STATES, Import, ImportItem
+from imageimport.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/imports", tags=["imports"])
+
+# How often an event stream looks at the database, and how long it may stay silent.
+POLL_SECONDS = 0.5
+KEEPALIVE_SECONDS = 15.0
+
+CursorParam = Annotated[
+    str | None, Query(description="The `next_cursor` of the previous page.", max_length=512)
+]
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+def canonical_id(raw: str) -> str | None:
+    """Import ids are UUIDs; anything else cannot name one (a 404, not a 422)."""
+    if len(raw) > 64:
+        return None
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        return None
+
+
+def load_import(session: Session, raw_id: str) -> Import:
+    import_id = canonical_id(raw_id)
+    record = session.get(Import, import_id) if import_id else None
+    if record is None:
+        raise not_found(f"Import {raw_id[:64]!r}")
+    return record
+
+
+def current_file(session: Session, import_id: str) -> str | None:
+    return session.scalar(
+        select(ImportItem.path)
+        .where(ImportItem.import_id == import_id, ImportItem.state != "pending")
+        .order_by(ImportItem.updated_at.desc(), ImportItem.id.desc())
+        .limit(1)
+    )
+
+
+def import_view(session: Session, record: Import) -> ImportOut:
+    counters = repo.import_counters(session, record.id)
+    return ImportOut.build(record, counters, current_file(session, record.id))
+
+
+def fresh_view(session: Session, import_id: str) -> ImportOut:
+    """The import as it is now, after a change made through another session."""
+    session.rollback()
+    record = session.get(Import, import_id, populate_existing=True)
+    if record is None:
+        raise not_found(f"Import {import_id!r}")
+    return import_view(session, record)
+
+
+# -- routes ------------------------------------------------------------------------------------
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=ImportOut,
+    summary="Start an import",
+    responses=problem_responses(413, 422, 503),
+)
+def create_import(
+    body: ImportCreate, response: Response, session: SessionDep, start: StarterDep
+) -> ImportOut:
+    """Record an import of the folder behind `url` and start listing it. Answers at once;
+    follow it with GET on `Location` or the `events` stream."""
+    import_id = start(body.url, body.options)
+    response.headers["Location"] = f"{API_PREFIX}/imports/{import_id}"
+    return fresh_view(session, import_id)
+
+
+@router.get(
+    "",
+    response_model=ImportPage,
+    summary="List imports, newest first",
+    responses=problem_responses(400, 422),
+)
+def list_imports(
+    session: SessionDep,
+    cursors: CursorsDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: CursorParam = None,
+) -> ImportPage:
+    query = select(Import).order_by(Import.created_at.desc(), Import.id.desc())
+    if cursor is not None:
+        created_at, last_id = time_and_id_position(cursors.decode(cursor, "imports", {}))
+        query = query.where(
+            or_(
+                Import.created_at < created_at,
+                and_(Import.created_at == created_at, Import.id < last_id),
+            )
+        )
+    records = list(session.scalars(query.limit(limit + 1)))
+    page, more = records[:limit], len(records) > limit
+    counters = repo.counters(session, [r.id for r in page])  # one query for the whole page
+    next_cursor = None
+    if more:
+        last = page[-1]
+        position = {"at": as_utc(last.created_at).isoformat(), "id": last.id}
+        next_cursor = cursors.encode("imports", position, {})
+    return ImportPage(
+        items=[ImportOut.build(r, counters[r.id]) for r in page], next_cursor=next_cursor
+    )
+
+
+@router.get(
+    "/{import_id}",
+    response_model=ImportOut,
+    summary="One import",
+    responses=problem_responses(404),
+)
+def get_import(import_id: str, session: SessionDep) -> ImportOut:
+    return import_view(session, load_import(session, import_id))
+
+
+@router.get(
+    "/{import_id}/items",
+    response_model=ItemPage,
+    summary="The files of an import",
+    responses=problem_responses(400, 404, 422),
+)
+def list_items(
+    import_id: str,
+    session: SessionDep,
+    cursors: CursorsDep,
+    state: Annotated[ItemState | None, Query(description="Only files in this state.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: CursorParam = None,
+) -> ItemPage:
+    """In listing order (item id ascending)."""
+    record = load_import(session, import_id)
+    filters = {"import": record.id, "state": state}
+    query = select(ImportItem).where(ImportItem.import_id == record.id).order_by(ImportItem.id)
+    if state is not None:
+        query = query.where(ImportItem.state == state)
+    if cursor is not None:
+        query = query.where(ImportItem.id > id_position(cursors.decode(cursor, "items", filters)))
+    rows = list(session.scalars(query.limit(limit + 1)))
+    page = rows[:limit]
+    next_cursor = None
+    if len(rows) > limit:
+        next_cursor = cursors.encode("items", {"id": page[-1].id}, filters)
+    return ItemPage(items=[ItemOut.build(item) for item in page], next_cursor=next_cursor)
+
+
+@router.post(
+    "/{import_id}/cancel",
+    response_model=ImportOut,
+    summary="Cancel an import",
+    responses=problem_responses(404, 409),
+)
+def cancel_import(import_id: str, session: SessionDep, importer: ImporterDep) -> ImportOut:
+    """Files not processed yet are settled as cancelled; files being processed finish."""
+    record = load_import(session, import_id)
+    if not importer.cancel(record.id):
+        current = fresh_view(session, record.id)
+        raise Problem(
+            409,
+            "import-finished",
+            f"Import {record.id} has already finished ({current.state}); there is nothing "
+            "to cancel.",
+            title="Import already finished",
+            state=current.state,
+        )
+    return fresh_view(session, record.id)
+
+
+@router.post(
+    "/{import_id}/retry",
+    status_code=202,
+    response_model=ImportOut,
+    summary="Retry the failed files of a finished import",
+    responses=problem_responses(404, 409),
+)
+def retry_import(import_id: str, session: SessionDep, importer: ImporterDep) -> ImportOut:
+    """Sends the failed files round again; an import whose listing failed is listed again."""
+    record = load_import(session, import_id)
+    state, listed = record.state, record.started_at is not None
+    if state not in ("completed_with_failures", "failed") or (state == "failed" and not listed):
+        raise _nothing_to_retry(record.id, state)
+    session.rollback()  # the importer changes the import through its own session
+    if importer.retry(record.id) == 0 and state != "failed":
+        # Another request retried it first.
+        raise _nothing_to_retry(record.id, fresh_view(session, record.id).state)
+    return fresh_view(session, record.id)
+
+
+def _nothing_to_retry(import_id: str, state: str) -> Problem:
+    if state not in TERMINAL_IMPORT_STATES:
+        reason = "it is still running; wait until it has finished"
+    elif state == "succeeded":
+        reason = "it has no failed files"
+    elif state == "cancelled":
+        reason = "it was cancelled; start a new import of the folder instead"
+    else:
+        reason = "it failed before its folder could be listed; start a new import instead"
+    return Problem(
+        409,
+        "nothing-to-retry",
+        f"Import {import_id} cannot be retried: {reason}.",
+        title="Nothing to retry",
+        state=state,
+    )
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+def _read_view(runtime: Runtime, import_id: str) -> ImportOut | None:
+    with runtime.sessions() as session:
+        record = session.get(Import, import_id)
+        return import_view(session, record) if record is not None else None
+
+
+def _event(name: str, view: ImportOut) -> str:
+    return f"event: {name}\ndata: {view.model_dump_json()}\n\n"
+
+
+def _fingerprint(view: ImportOut) -> Any:
+    # The rate moves with the clock alone; only real changes are worth an event.
+    return json.dumps(view.model_dump(mode="json", exclude={"rate"}), sort_keys=True)
+
+
+async def _stream(runtime: Runtime, view: ImportOut) -> AsyncIterator[str]:
+    yield _event("progress", view)
+    sent, quiet_since = _fingerprint(view), time.monotonic()
+    while view.state not in TERMINAL_IMPORT_STATES:
+        await asyncio.sleep(POLL_SECONDS)
+        try:
+            latest = await run_in_threadpool(_read_view, runtime, view.id)
+        except SQLAlchemyError as error:
+            # A database blip need not end the stream: nothing new to say, keep-alives go on.
+            log.warning("event stream of import %s: %s", view.id, type(error).__name__)
+            latest = view
+        if latest is None:
+            return  # deleted meanwhile: there is no final state to report
+        view = latest
+        if view.state in TERMINAL_IMPORT_STATES:
+            break
+        if _fingerprint(view) != sent:
+            yield _event("progress", view)
+            sent, quiet_since = _fingerprint(view), time.monotonic()
+        elif time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
+            yield ": keep-alive\n\n"
+            quiet_since = time.monotonic()
+    yield _event("end", view)
+
+
+@router.get(
+    "/{import_id}/events",
+    summary="Follow an import live (Server-Sent Events)",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "`event: progress` with the Import JSON at once and on every change; "
+            "`: keep-alive` comments every 15 s of silence; `event: end` with the final Import "
+            "JSON once it reaches a final state, then the stream closes.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **problem_responses(404),
+    },
+)
+async def import_events(import_id: str, runtime: RuntimeDep) -> StreamingResponse:
+    canonical = canonical_id(import_id)
+    view = await run_in_threadpool(_read_view, runtime, canonical) if canonical else None
+    if view is None:
+        raise not_found(f"Import {import_id[:64]!r}")
+    return StreamingResponse(
+        _stream(runtime, view),
+        media_type="text/event-stream",
+        # No caching, and no buffering by proxies such as nginx, or events arrive in lumps.
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,288 @@
+"""Request and response bodies of the API (contract v1); their JSON Schemas make /docs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal, overload
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from imageimport.db.models import Image, Import, ImportItem
+from imageimport.db.repo import Counters
+from imageimport.pipeline.imaging import EXTENSIONS
+
+API_PREFIX = "/api/v1"
+
+ImportState = Literal[
+    "pending",
+    "listing",
+    "importing",
+    "succeeded",
+    "completed_with_failures",
+    "failed",
+    "cancelled",
+]
+ItemState = Literal["pending", "done", "duplicate", "skipped", "failed", "cancelled"]
+Provider = Literal["gdrive", "dropbox"]
+# Uppercase like the stored values; a StrEnum so /docs lists them.
+ImageFormat = StrEnum("ImageFormat", {name: name for name in EXTENSIONS})
+
+
+@overload
+def as_utc(value: datetime) -> datetime: ...
+@overload
+def as_utc(value: None) -> None: ...
+@overload
+def as_utc(value: datetime | None) -> datetime | None: ...
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every one we store is UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# -- problems ---------------------------------------------------------------------------------
+
+
+class FieldErrorOut(BaseModel):
+    field: str = Field(description="The parameter or body field, dotted for nested ones.")
+    message: str
+
+
+class ProblemOut(BaseModel):
+    """RFC 9457 problem details."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(
+        description="https://imageimport.dev/problems/<slug>, or about:blank for plain HTTP "
+        "errors.",
+        examples=["https://imageimport.dev/problems/not-found"],
+    )
+    title: str = Field(examples=["Not found"])
+    status: int = Field(ge=400, le=599, examples=[404])
+    detail: str = Field(description="A human sentence.", examples=["Import 1234 does not exist."])
+    instance: str = Field(description="The request path.", examples=["/api/v1/imports/1234"])
+    errors: list[FieldErrorOut] | None = Field(
+        default=None, description="Validation problems only: what is wrong with which field."
+    )
+    checks: dict[str, str] | None = Field(
+        default=None, description="Readiness problems only: each check's result."
+    )
+
+
+# -- imports ----------------------------------------------------------------------------------
+
+
+class ImportCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(
+        description="A Google Drive folder link or a Dropbox shared folder link.",
+        examples=["https://drive.google.com/drive/folders/1AbCdEfGhIjKlMnOpQrStUvWxYz"],
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Reserved for future options; stored as given."
+    )
+
+
+class CountersOut(BaseModel):
+    discovered: int = Field(ge=0, description="Files listed so far.")
+    pending: int = Field(ge=0)
+    imported: int = Field(ge=0, description="New images stored.")
+    duplicates: int = Field(ge=0, description="Images that were already stored.")
+    skipped: int = Field(ge=0, description="Files that are not images.")
+    failed: int = Field(ge=0)
+    cancelled: int = Field(ge=0)
+    bytes: int = Field(ge=0, description="Bytes downloaded.")
+
+    @classmethod
+    def of(cls, counters: Counters) -> CountersOut:
+        return cls(**{name: getattr(counters, name) for name in cls.model_fields})
+
+
+class RateOut(BaseModel):
+    files_per_second: float = Field(ge=0)
+    bytes_per_second: float = Field(ge=0)
+
+
+class ImportLinks(BaseModel):
+    self: str
+    items: str
+    events: str
+
+
+class ImportOut(BaseModel):
+    id: str = Field(description="A UUID.")
+    url: str = Field(description="The folder link, normalised.")
+    provider: Provider
+    state: ImportState
+    error: str | None = Field(description="Why the import failed, as a sentence.")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    counters: CountersOut
+    progress: float | None = Field(
+        ge=0, le=1, description="Settled / discovered files; null while the total is unknown."
+    )
+    rate: RateOut = Field(description="Since started_at, until finished_at or now.")
+    current_file: str | None = Field(
+        description="Path of the most recently settled file; single-import reads and events "
+        "only (null in lists)."
+    )
+    links: ImportLinks
+
+    @classmethod
+    def build(
+        cls,
+        record: Import,
+        counters: Counters,
+        current_file: str | None = None,
+        now: datetime | None = None,
+    ) -> ImportOut:
+        started, finished = as_utc(record.started_at), as_utc(record.finished_at)
+        base = f"{API_PREFIX}/imports/{record.id}"
+        return cls(
+            id=record.id,
+            url=record.url,
+            provider=record.provider,  # type: ignore[arg-type]
+            state=record.state,  # type: ignore[arg-type]
+            error=record.error,
+            created_at=as_utc(record.created_at),
+            started_at=started,
+            finished_at=finished,
+            counters=CountersOut.of(counters),
+            progress=_progress(record.state, counters),
+            rate=_rate(counters, started, finished, now),
+            current_file=current_file,
+            links=ImportLinks(self=base, items=f"{base}/items", events=f"{base}/events"),
+        )
+
+
+def _progress(state: str, counters: Counters) -> float | None:
+    if state in ("pending", "listing"):
+        return None
+    if counters.discovered == 0:
+        return 0.0 if state == "importing" else 1.0
+    return min(1.0, max(0.0, counters.finished / counters.discovered))
+
+
+def _rate(
+    counters: Counters, started: datetime | None, finished: datetime | None, now: datetime | None
+) -> RateOut:
+    if started is None:
+        return RateOut(files_per_second=0.0, bytes_per_second=0.0)
+    end = finished or now or datetime.now(UTC)
+    elapsed = (end - started).total_seconds()
+    if elapsed <= 0:
+        return RateOut(files_per_second=0.0, bytes_per_second=0.0)
+    return RateOut(
+        files_per_second=round(max(0, counters.finished) / elapsed, 3),
+        bytes_per_second=round(counters.bytes / elapsed, 1),
+    )
+
+
+class ImportPage(BaseModel):
+    items: list[ImportOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at end.")
+
+
+class ItemOut(BaseModel):
+    id: int
+    name: str
+    path: str = Field(description="Path inside the shared folder, '/'-separated.")
+    size: int | None = Field(description="As reported by the source, when it reports one.")
+    state: ItemState
+    reason: str | None = Field(description="Why the file was skipped or failed, as a sentence.")
+    attempts: int = Field(ge=0)
+    image_id: int | None = Field(description="The stored image, for done and duplicate files.")
+    updated_at: datetime
+
+    @classmethod
+    def build(cls, item: ImportItem) -> ItemOut:
+        return cls(
+            id=item.id,
+            name=item.name,
+            path=item.path,
+            size=item.size,
+            state=item.state,  # type: ignore[arg-type]
+            reason=item.reason,
+            attempts=item.attempts,
+            image_id=item.image_id,
+            updated_at=as_utc(item.updated_at),
+        )
+
+
+class ItemPage(BaseModel):
+    items: list[ItemOut]
+    next_cursor: str | None
+
+
+# -- images -------------------------------------------------------------------------------------
+
+
+class ImageLinks(BaseModel):
+    self: str
+    content: str
+    thumbnail: str
+
+
+class ImageOut(BaseModel):
+    id: int
+    sha256: str
+    name: str
+    path: str
+    size: int = Field(ge=0)
+    content_type: str
+    width: int
+    height: int
+    format: str
+    taken_at: datetime | None = Field(description="EXIF capture time, when the file has one.")
+    camera: str | None = Field(description="EXIF make and model, when the file has them.")
+    provider: Provider
+    source_file_id: str
+    import_id: str | None = Field(description="The import that first stored this image.")
+    created_at: datetime
+    links: ImageLinks
+
+    @classmethod
+    def build(cls, image: Image) -> ImageOut:
+        base = f"{API_PREFIX}/images/{image.id}"
+        return cls(
+            id=image.id,
+            sha256=image.sha256,
+            name=image.name,
+            path=image.path,
+            size=image.size,
+            content_type=image.content_type,
+            width=image.width,
+            height=image.height,
+            format=image.format,
+            taken_at=as_utc(image.taken_at),
+            camera=image.camera,
+            provider=image.provider,  # type: ignore[arg-type]
+            source_file_id=image.source_file_id,
+            import_id=image.import_id,
+            created_at=as_utc(image.created_at),
+            links=ImageLinks(self=base, content=f"{base}/content", thumbnail=f"{base}/thumbnail"),
+        )
+
+
+class ImagePage(BaseModel):
+    items: list[ImageOut]
+    next_cursor: str | None
+
+
+# -- health -------------------------------------------------------------------------------------
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ok"]
+    checks: dict[str, str] = Field(examples=[{"database": "ok", "queue": "ok", "store": "ok"}])
