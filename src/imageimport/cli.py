@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -41,7 +42,7 @@ def _settings() -> Settings:
         return Settings()
     except ValidationError as error:
         lines = [f"  {'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors()]
-        console.print("[red]Invalid configuration:[/red]\n" + "\n".join(lines))
+        console.print("[red]Invalid configuration:[/red]\n" + escape("\n".join(lines)))
         raise typer.Exit(2) from None
 
 
@@ -52,18 +53,22 @@ def _runtime(settings: Settings) -> Any:
 
 
 def _fail(error: ImageImportError, code: int = 2) -> typer.Exit:
-    console.print(f"[red]Error:[/red] {error}")
+    _print_error(str(error))
     return typer.Exit(code)
+
+
+def _print_error(message: str) -> None:
+    # Messages quote links and names strangers chose: no markup, no control characters.
+    console.print(f"[red]Error:[/red] {escape(_printable(message))}")
 
 
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(_PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
     # One line per HTTP request drowns everything else, and URLs can carry secrets.
     for noisy in ("httpx", "httpcore", "botocore", "urllib3", "googleapiclient.discovery"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -173,7 +178,7 @@ def _plan_detached(runtime: Any, queue: Any, url: str) -> None:
     print(import_id)
     console.print(f"{snap.state}: {snap.counters.discovered} files queued for the workers.")
     if snap.state == "failed":
-        console.print(f"[red]Error:[/red] {snap.error}")
+        _print_error(snap.error or "")
         raise typer.Exit(1)
 
 
@@ -290,7 +295,7 @@ def _summary(settings: Settings, result: Any) -> None:
         table.add_row(label, str(value))
     console.print(table)
     if result.error:
-        console.print(f"[red]Error:[/red] {result.error}")
+        _print_error(result.error)
     if c.failed:
         runtime = Runtime(settings, migrate=False)
         try:
@@ -305,12 +310,36 @@ def _summary(settings: Settings, result: Any) -> None:
             runtime.close()
         console.print("[bold red]Failed files:[/bold red]")
         for path, reason in failed:
-            console.print(f"  {_printable(path)}: {reason}", markup=False, highlight=False)
+            line = f"  {_printable(path)}: {_printable(reason or '')}"
+            console.print(line, markup=False, highlight=False)
 
 
 def _printable(text: str) -> str:
     """Names come from strangers: never let them drive the terminal."""
     return "".join(ch if ch.isprintable() else "\ufffd" for ch in text)
+
+
+class _PrintableFormatter(logging.Formatter):
+    """Log messages quote names strangers chose: a name must not start a fake log line or
+    send escape sequences to the terminal. Tracebacks keep their line breaks."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = _printable(record.message)
+        return super().formatMessage(record)
+
+
+def _json_printable(text: str) -> str:
+    """JSON text whose strings escape every non-printable character: json.dumps leaves C1
+    controls, bidi overrides and the like as they are, and terminals obey some of them."""
+    return "".join(ch if ch.isprintable() or ch == "\n" else _json_escape(ch) for ch in text)
+
+
+def _json_escape(ch: str) -> str:
+    code = ord(ch)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 @app.command()
@@ -341,8 +370,7 @@ def images(
     finally:
         runtime.close()
     if as_json:
-        json.dump(rows, sys.stdout, ensure_ascii=False, indent=2)
-        sys.stdout.write("\n")
+        sys.stdout.write(_json_printable(json.dumps(rows, ensure_ascii=False, indent=2)) + "\n")
         return
     table = Table("id", "name", "format", "size", "dimensions", "taken at", "sha256")
     for row in rows:

@@ -1,0 +1,208 @@
+"""The Kopf handlers of the ImageImport operator: thin, idempotent wrappers around
+`imageimport.operator.logic`.
+
+- create / resume: record the import under the resource's uid and have it listed; write status.
+- a timer every few seconds while the phase is not final: status from the database. Its `when`
+  filter turns false once the phase is final, so Kopf stops it for that resource.
+- delete (with the finalizer `imageimport.dev/finalizer`): cancel what is outstanding, delete
+  the images when spec.options.deleteImagesOnRemoval.
+
+Handlers write `status` through `patch.status` rather than by returning values: Kopf would put
+a returned value under `status.<handler id>`, which the CRD's schema prunes. Kopf keeps its own
+bookkeeping in `imageimport.dev/…` annotations for the same reason.
+
+Handlers are synchronous (Kopf runs them in a thread pool): everything they call blocks on the
+database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from imageimport.errors import ConfigError, ImageImportError, InvalidSourceURL, TransientError
+from imageimport.imports import Importer
+from imageimport.operator import logic
+from imageimport.operator.credentials import CredentialedRuntime, SecretRef
+from imageimport.operator.kube import GROUP, PLURAL, VERSION
+
+FINALIZER = "imageimport.dev/finalizer"
+ANNOTATIONS_PREFIX = "imageimport.dev"
+PROGRESS_SECONDS = 3.0
+SECRET_RETRY_SECONDS = 15.0
+
+
+@dataclass
+class OperatorContext:
+    """What the handlers share, handed to Kopf as `memo.context`."""
+
+    runtime: CredentialedRuntime
+    importer: Importer
+
+
+def make_settings() -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=ANNOTATIONS_PREFIX
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATIONS_PREFIX, key="last-handled-configuration"
+    )
+    # The namespaces are given explicitly: no listing of namespaces or CRDs (less RBAC).
+    settings.scanning.disabled = True
+    return settings
+
+
+def make_registry(
+    progress_seconds: float = PROGRESS_SECONDS,
+    login: Callable[..., Any] = kopf.login_via_client,
+) -> kopf.OperatorRegistry:
+    """A registry with every handler. The default login is Kopf's own: the pod's service
+    account inside a cluster, the kubeconfig outside one."""
+    registry = kopf.OperatorRegistry()
+    kopf.on.login(id="login", registry=registry)(login)
+    resource = (GROUP, VERSION, PLURAL)
+    kopf.on.create(*resource, id="start", registry=registry)(start)
+    kopf.on.resume(*resource, id="resume", registry=registry)(start)
+    kopf.timer(
+        *resource,
+        id="progress",
+        interval=progress_seconds,
+        initial_delay=progress_seconds,
+        when=in_progress,
+        registry=registry,
+    )(progress)
+    kopf.on.delete(*resource, id="remove", registry=registry)(remove)
+    return registry
+
+
+def in_progress(status: Mapping[str, Any], **_: Any) -> bool:
+    return status.get("phase") not in logic.TERMINAL_PHASES
+
+
+# -- handlers ------------------------------------------------------------------------------------
+
+
+def start(
+    spec: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    status: Mapping[str, Any],
+    uid: str,
+    name: str,
+    namespace: str,
+    body: Any,
+    patch: kopf.Patch,
+    memo: Any,
+    **_: Any,
+) -> None:
+    context: OperatorContext = memo.context
+    generation = meta.get("generation")
+    previous = status.get("conditions")
+    try:
+        credentials = _read_credentials(context, spec, namespace)
+        import_id = logic.ensure_import(
+            context.runtime,
+            context.importer,
+            uid,
+            spec,
+            credentials,
+            namespace=namespace,
+            name=name,
+        )
+    except (InvalidSourceURL, logic.SpecError) as error:
+        # Permanent: a new spec means a new resource.
+        _write(patch, status, logic.rejected_status(str(error), generation, previous))
+        kopf.warn(body, reason="InvalidSpec", message=str(error))
+        return
+    except _SecretNotReady as error:
+        _write(patch, status, logic.waiting_status(str(error), generation, previous))
+        kopf.warn(body, reason="WaitingForSecret", message=str(error))
+        raise kopf.TemporaryError(str(error), delay=SECRET_RETRY_SECONDS) from error
+    new = logic.status_for(context.runtime, import_id, generation, previous)
+    _write(patch, status, new)
+    if status.get("importId") != import_id:
+        url = spec["source"]["url"]
+        kopf.info(body, reason="Listing", message=f"Listing {url} as import {import_id}.")
+    _announce(body, status, new)
+
+
+def progress(
+    meta: Mapping[str, Any],
+    status: Mapping[str, Any],
+    uid: str,
+    body: Any,
+    patch: kopf.Patch,
+    memo: Any,
+    **_: Any,
+) -> None:
+    context: OperatorContext = memo.context
+    import_id = status.get("importId") or logic.import_id_for(context.runtime, uid)
+    if import_id is None:
+        return  # the start handler has not recorded it yet (e.g. it waits for a Secret)
+    new = logic.status_for(
+        context.runtime, import_id, meta.get("generation"), status.get("conditions")
+    )
+    _write(patch, status, new)
+    _announce(body, status, new)
+
+
+def remove(spec: Mapping[str, Any], uid: str, body: Any, memo: Any, **_: Any) -> None:
+    context: OperatorContext = memo.context
+    delete_images = bool((spec.get("options") or {}).get("deleteImagesOnRemoval"))
+    removal = logic.finalize(context.runtime, context.importer, uid, delete_images)
+    if removal is None:
+        return
+    what = "cancelled its outstanding files" if removal.cancelled else "it had already finished"
+    message = f"Import {removal.import_id}: {what}"
+    if delete_images:
+        message += f"; deleted {removal.images_deleted} images no other import found"
+    kopf.info(body, reason="Removed", message=message + ".")
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+class _SecretNotReady(ImageImportError):
+    pass
+
+
+def _read_credentials(
+    context: OperatorContext, spec: Mapping[str, Any], namespace: str
+) -> dict[str, str] | None:
+    ref = SecretRef.from_spec(spec, namespace)
+    if ref is None:
+        return None
+    try:
+        return context.runtime.credentials_for(ref)
+    except (ConfigError, TransientError) as error:
+        # The Secret may be created after the resource (kubectl apply -f dir/), or be fixed.
+        raise _SecretNotReady(f"Waiting for credentials: {error}") from error
+
+
+def _write(patch: kopf.Patch, current: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """Only what changed, and remove what no longer applies (e.g. completedAt after a retry)."""
+    for key, value in new.items():
+        if current.get(key) != value:
+            patch.status[key] = value
+    for key in ("startedAt", "completedAt", "importId"):
+        if key in current and key not in new:
+            patch.status[key] = None
+
+
+def _announce(body: Any, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """One Kubernetes Event per milestone: the phase recorded on the resource is what was
+    announced last, which survives operator restarts."""
+    phase = new["phase"]
+    if old.get("phase") == phase:
+        return
+    message = new["message"]
+    if phase == "Importing":
+        kopf.info(body, reason="Importing", message="The folder is listed. " + message)
+    elif phase == "Succeeded":
+        kopf.info(body, reason="Succeeded", message=message)
+    elif phase in ("CompletedWithFailures", "Failed", "Cancelled"):
+        kopf.warn(body, reason=phase, message=message)

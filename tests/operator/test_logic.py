@@ -1,0 +1,489 @@
+"""The operator's logic without Kubernetes: real PostgreSQL, real NATS JetStream, the fake
+Drive, and worker pools in this process."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from imageimport.db import repo
+from imageimport.db.models import Image, Import, ImportItem
+from imageimport.errors import InvalidSourceURL
+from imageimport.imports import Importer
+from imageimport.operator import logic
+from imageimport.operator.credentials import CredentialedRuntime, SecretRef
+from imageimport.queue.base import Job
+from imageimport.queue.nats import NatsQueue
+from imageimport.settings import Settings
+from imageimport.sources.base import RemoteFile
+from imageimport.worker.pool import WorkerPool
+from tests.distributed.cluster import purge_stream, stream_last_sequence
+from tests.fakes.folder import FakeFile, FakeFolder, big_folder, make_image
+from tests.pipeline.routes import API_KEY, start_route
+
+pytestmark = [pytest.mark.postgres, pytest.mark.nats, pytest.mark.timeout(120)]
+
+NAMESPACE = "photos"
+IMG = [make_image(30 + i, 20, "PNG", seed=500 + i) for i in range(4)]
+FOLDER_A = FakeFolder("A", [FakeFile("one.png", IMG[0]), FakeFile("two.png", IMG[1])])
+FOLDER_B = FakeFolder("B", [FakeFile("two again.png", IMG[1]), FakeFile("three.png", IMG[2])])
+BIG = big_folder(450, seed=51, name="logic-big")  # three listing pages of 200
+SECRET_FOLDER = FakeFolder("C", [FakeFile("four.png", IMG[3])])
+
+
+class Secrets:
+    """Secrets by (namespace, name), as the Kubernetes API would hand them out (base64)."""
+
+    def __init__(self) -> None:
+        self.data: dict[tuple[str, str], dict[str, str]] = {}
+        self.reads = 0
+
+    def put(self, namespace: str, name: str, values: Mapping[str, str]) -> None:
+        self.data[namespace, name] = {
+            key: base64.b64encode(value.encode()).decode() for key, value in values.items()
+        }
+
+    def __call__(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        self.reads += 1
+        return self.data.get((namespace, name))
+
+
+class World:
+    def __init__(self, settings: Settings, nats_url: str, secrets: Secrets) -> None:
+        self.settings = settings
+        self.nats_url = nats_url
+        self.secrets = secrets
+        self._exits = ExitStack()
+
+    def runtime(self, **overrides: Any) -> CredentialedRuntime:
+        runtime = CredentialedRuntime(
+            self.settings.model_copy(update=overrides), reader=self.secrets
+        )
+        self._exits.callback(runtime.close)
+        return runtime
+
+    def queue(self) -> NatsQueue:
+        queue = NatsQueue(self.nats_url, self.settings.max_deliver)
+        self._exits.callback(queue.close)
+        return queue
+
+    def importer(self, runtime: CredentialedRuntime) -> Importer:
+        importer = Importer(runtime, self.queue())
+        self._exits.callback(importer.wait, 30)
+        return importer
+
+    def workers(self, runtime: CredentialedRuntime) -> WorkerPool:
+        pool = WorkerPool(runtime, self.queue(), 4)
+        pool.start()
+        self._exits.callback(pool.stop)
+        return pool
+
+    def close(self) -> None:
+        self._exits.close()
+
+
+@pytest.fixture
+def drive() -> Iterator[Any]:
+    root = FakeFolder("root", [FOLDER_A, FOLDER_B, BIG, SECRET_FOLDER])
+    with start_route("gdrive-api", root) as route:
+        yield route
+
+
+@pytest.fixture
+def world(
+    postgres_database: str,
+    nats_server: Any,
+    drive: Any,
+    make_settings: Callable[..., Settings],
+) -> Iterator[World]:
+    purge_stream(nats_server.url)
+    settings = make_settings(
+        database_url=postgres_database, nats_url=nats_server.url, **drive.settings
+    )
+    made = World(settings, nats_server.url, Secrets())
+    yield made
+    made.close()
+
+
+def url(folder: FakeFolder) -> str:
+    return f"https://drive.google.com/drive/folders/{folder.id}"
+
+
+def spec(folder: FakeFolder, **extra: Any) -> dict[str, Any]:
+    return {"source": {"url": url(folder)}, **extra}
+
+
+def rows(runtime: CredentialedRuntime) -> list[tuple[str, str | None, str]]:
+    with runtime.session() as session:
+        return [
+            (r.id, r.external_id, r.state)
+            for r in session.scalars(select(Import).order_by(Import.created_at))
+        ]
+
+
+def counts(runtime: CredentialedRuntime, import_id: str) -> dict[str, int]:
+    with runtime.session() as session:
+        c = repo.import_counters(session, import_id)
+    return {"discovered": c.discovered, "pending": c.pending, "done": c.imported}
+
+
+# -- recording and listing -----------------------------------------------------------------
+
+
+def test_ensure_import_is_idempotent_across_restarts_and_replicas(world: World) -> None:
+    runtime = world.runtime()
+    first = world.importer(runtime)
+    import_id = logic.ensure_import(
+        runtime, first, "uid-1", spec(BIG), namespace=NAMESPACE, name="big"
+    )
+    first.wait(60)
+    assert counts(runtime, import_id) == {"discovered": 450, "pending": 450, "done": 0}
+    assert stream_last_sequence(world.nats_url) == 450
+
+    # The same resource seen again: by this operator, by a restarted one, by a second replica.
+    again = logic.ensure_import(runtime, first, "uid-1", spec(BIG), namespace=NAMESPACE, name="big")
+    replica_runtime = world.runtime()
+    replica = world.importer(replica_runtime)
+    other = logic.ensure_import(
+        replica_runtime, replica, "uid-1", spec(BIG), namespace=NAMESPACE, name="big"
+    )
+    first.wait(60)
+    replica.wait(60)
+    assert again == other == import_id
+    assert rows(runtime) == [(import_id, "uid-1", "importing")]
+    assert stream_last_sequence(world.nats_url) == 450
+    with runtime.session() as session:
+        record = session.get(Import, import_id)
+        assert record is not None
+        assert record.options == {"resource": {"namespace": NAMESPACE, "name": "big"}}
+
+
+def test_a_listing_cut_short_is_listed_again_without_publishing_twice(world: World) -> None:
+    runtime = world.runtime()
+    # What a killed operator leaves: the import recorded, listing, its first page published.
+    import_id = logic.record_import(runtime, "uid-2", spec(BIG), namespace=NAMESPACE, name="big")
+    with runtime.session() as session:
+        assert repo.advance_import(session, import_id, "listing")
+    first_page = [
+        RemoteFile(id=f.id, name=f.name, path=p, size=f.length, mime_type=f.mime_type)
+        for p, f in BIG.files()[:200]
+    ]
+    with runtime.session() as session:
+        items = repo.add_items(session, import_id, first_page)
+        jobs = [Job(import_id, item.id, item.remote_id) for item in items]
+    world.queue().publish(jobs)
+    assert stream_last_sequence(world.nats_url) == 200
+
+    restarted = world.importer(world.runtime())
+    assert (
+        logic.ensure_import(
+            restarted.runtime, restarted, "uid-2", spec(BIG), namespace=NAMESPACE, name="big"
+        )
+        == import_id
+    )
+    restarted.wait(60)
+    assert rows(runtime) == [(import_id, "uid-2", "importing")]
+    assert counts(runtime, import_id)["discovered"] == 450
+    assert stream_last_sequence(world.nats_url) == 450
+
+
+def test_an_import_recorded_by_the_api_first_is_the_one_the_operator_lists(world: World) -> None:
+    runtime = world.runtime()
+    recorded = logic.record_import(runtime, "uid-3", spec(FOLDER_A), namespace=NAMESPACE, name="a")
+    importer = world.importer(runtime)
+    listed = logic.ensure_import(
+        runtime, importer, "uid-3", spec(FOLDER_A), namespace=NAMESPACE, name="a"
+    )
+    importer.wait(30)
+    assert listed == recorded
+    assert rows(runtime) == [(recorded, "uid-3", "importing")]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"destination": {"bucket": "elsewhere"}}, "spec.destination.bucket is 'elsewhere'"),
+        ({"destination": {"prefix": "holidays/"}}, "spec.destination.prefix is 'holidays/'"),
+        ({"options": {"recursive": False}}, "imports always include the subfolders"),
+        ({"options": {"includeNonImages": True}}, "only images are stored"),
+        ({"options": {"maxFileSizeBytes": 1000}}, "this installation's limit is"),
+    ],
+)
+def test_a_spec_the_workers_would_not_honour_is_refused(
+    world: World, extra: dict[str, Any], message: str
+) -> None:
+    runtime = world.runtime()
+    with pytest.raises(logic.SpecError, match=message):
+        logic.ensure_import(
+            runtime,
+            world.importer(runtime),
+            "uid-x",
+            spec(FOLDER_A, **extra),
+            namespace=NAMESPACE,
+            name="x",
+        )
+    assert rows(runtime) == []
+
+
+def test_what_the_installation_does_is_accepted_and_a_bad_link_is_refused(world: World) -> None:
+    settings = world.settings.model_copy(update={"s3_bucket": "photos", "s3_prefix": "imports/"})
+    logic.check_spec(
+        spec(
+            FOLDER_A,
+            destination={"bucket": "photos", "prefix": "imports"},
+            options={
+                "recursive": True,
+                "includeNonImages": False,
+                "maxFileSizeBytes": settings.max_file_size_bytes,
+                "concurrency": 4,
+                "deleteImagesOnRemoval": True,
+            },
+        ),
+        settings,
+    )
+    with pytest.raises(InvalidSourceURL):
+        logic.check_spec({"source": {"url": "https://example.com/folder"}}, settings)
+
+
+# -- status ------------------------------------------------------------------------------------
+
+T1 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+T2 = datetime(2026, 1, 2, 3, 9, 0, tzinfo=UTC)
+
+
+def _settle(runtime: CredentialedRuntime, import_id: str, states: list[str]) -> None:
+    with runtime.session() as session:
+        items = list(
+            session.scalars(
+                select(ImportItem)
+                .where(ImportItem.import_id == import_id, ImportItem.state == "pending")
+                .order_by(ImportItem.id)
+            )
+        )
+        for item, state in zip(items, states, strict=False):
+            repo.finish_item(session, item.id, state, nbytes=100 if state != "failed" else None)
+
+
+def test_status_follows_the_import_and_transition_times_move_only_on_change(
+    world: World,
+) -> None:
+    runtime = world.runtime()
+    import_id = logic.record_import(runtime, "uid-4", spec(FOLDER_A), namespace=NAMESPACE, name="a")
+    pending = logic.status_for(runtime, import_id, 1, None, now=T1)
+    assert pending == {
+        "phase": "Pending",
+        "importId": import_id,
+        "counters": {"discovered": 0, "imported": 0, "duplicates": 0, "skipped": 0, "failed": 0},
+        "bytes": 0,
+        "message": "Waiting for the folder to be listed.",
+        "observedGeneration": 1,
+        "conditions": [
+            {"type": "Ready", "status": "False", "reason": "InProgress",
+             "message": "Waiting for the folder to be listed.",
+             "lastTransitionTime": "2026-01-02T03:04:05Z", "observedGeneration": 1},
+            {"type": "Listing", "status": "False", "reason": "NotStarted",
+             "message": "The folder is not being listed.",
+             "lastTransitionTime": "2026-01-02T03:04:05Z", "observedGeneration": 1},
+            {"type": "Importing", "status": "False", "reason": "NotStarted",
+             "message": "0 of 0 files processed.",
+             "lastTransitionTime": "2026-01-02T03:04:05Z", "observedGeneration": 1},
+        ],
+    }  # fmt: skip
+
+    files = [RemoteFile(id=f"f{i}", name=f"{i}.png", path=f"{i}.png", size=100) for i in range(5)]
+    with runtime.session() as session:
+        repo.advance_import(session, import_id, "listing")
+        repo.add_items(session, import_id, files)
+        repo.advance_import(session, import_id, "importing")
+    _settle(runtime, import_id, ["done", "duplicate"])
+    importing = logic.status_for(runtime, import_id, 1, pending["conditions"], now=T2)
+    assert importing["phase"] == "Importing"
+    assert importing["message"] == (
+        "Importing: 2 of 5 files processed (1 imported, 1 already stored, 0 not images, 0 failed)."
+    )
+    assert importing["counters"] == {
+        "discovered": 5, "imported": 1, "duplicates": 1, "skipped": 0, "failed": 0,
+    }  # fmt: skip
+    assert importing["bytes"] == 200
+    assert "startedAt" in importing and "completedAt" not in importing
+    by_type = {c["type"]: c for c in importing["conditions"]}
+    # Ready and Listing are still False: their transition time stays; Importing turned True.
+    assert by_type["Ready"]["lastTransitionTime"] == "2026-01-02T03:04:05Z"
+    assert by_type["Listing"]["lastTransitionTime"] == "2026-01-02T03:04:05Z"
+    assert by_type["Listing"]["reason"] == "Listed"
+    assert (by_type["Importing"]["status"], by_type["Importing"]["lastTransitionTime"]) == (
+        "True",
+        "2026-01-02T03:09:00Z",
+    )
+
+    _settle(runtime, import_id, ["skipped", "failed", "done"])
+    with runtime.session() as session:
+        assert repo.finish_if_complete(session, import_id) == "completed_with_failures"
+    later = datetime(2026, 1, 2, 3, 20, tzinfo=UTC)
+    final = logic.status_for(runtime, import_id, 1, importing["conditions"], now=later)
+    assert final["phase"] == "CompletedWithFailures"
+    assert final["message"] == (
+        "Finished, but 1 of 5 files failed (2 imported, 1 already stored, 1 not images, "
+        f"1 failed); GET /api/v1/imports/{import_id}/items?state=failed lists why."
+    )
+    assert final["completedAt"] >= final["startedAt"]
+    assert [
+        (c["type"], c["status"], c["reason"], c["lastTransitionTime"]) for c in final["conditions"]
+    ] == [
+        ("Ready", "True", "CompletedWithFailures", "2026-01-02T03:20:00Z"),
+        ("Listing", "False", "Listed", "2026-01-02T03:04:05Z"),
+        ("Importing", "False", "Finished", "2026-01-02T03:20:00Z"),
+    ]
+
+
+def test_a_failed_listing_says_why(world: World) -> None:
+    runtime = world.runtime()
+    import_id = logic.record_import(runtime, "uid-5", spec(FOLDER_A), namespace=NAMESPACE, name="a")
+    with runtime.session() as session:
+        repo.advance_import(session, import_id, "listing")
+        repo.advance_import(session, import_id, "failed", error="The folder is not shared.")
+    status = logic.status_for(runtime, import_id, 3)
+    assert status["phase"] == "Failed"
+    assert status["message"] == "Failed: The folder is not shared."
+    assert {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]} == {
+        "Ready": ("False", "Failed"),
+        "Listing": ("False", "Failed"),
+        "Importing": ("False", "Failed"),
+    }
+    assert status["observedGeneration"] == 3
+
+
+# -- removal -----------------------------------------------------------------------------------
+
+
+def test_finalize_cancels_what_is_outstanding(world: World) -> None:
+    runtime = world.runtime()
+    importer = world.importer(runtime)
+    import_id = logic.ensure_import(
+        runtime, importer, "uid-6", spec(FOLDER_A), namespace=NAMESPACE, name="a"
+    )
+    importer.wait(30)  # no workers: both files stay pending
+    removal = logic.finalize(runtime, importer, "uid-6", delete_images=False)
+    assert removal == logic.Removal(import_id, cancelled=True, images_deleted=0)
+    assert rows(runtime) == [(import_id, "uid-6", "cancelled")]
+    with runtime.session() as session:
+        assert repo.import_counters(session, import_id).cancelled == 2
+    assert logic.finalize(runtime, importer, "no-such-uid", delete_images=True) is None
+
+
+def wait_finished(runtime: CredentialedRuntime, import_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while (status := logic.status_for(runtime, import_id, 1))["phase"] not in (
+        logic.TERMINAL_PHASES
+    ):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.1)
+    return status
+
+
+def _import_to_the_end(
+    world: World, runtime: CredentialedRuntime, uid: str, folder: FakeFolder
+) -> str:
+    importer = world.importer(runtime)
+    import_id = logic.ensure_import(
+        runtime, importer, uid, spec(folder), namespace=NAMESPACE, name=uid
+    )
+    importer.wait(30)
+    assert wait_finished(runtime, import_id)["phase"] == "Succeeded"
+    return import_id
+
+
+def test_finalize_deletes_only_the_images_no_other_import_found(world: World) -> None:
+    runtime = world.runtime()
+    world.workers(runtime)
+    a = _import_to_the_end(world, runtime, "uid-a", FOLDER_A)  # one, two
+    b = _import_to_the_end(world, runtime, "uid-b", FOLDER_B)  # two (already stored), three
+    assert logic.status_for(runtime, b, 1)["counters"]["duplicates"] == 1
+    with runtime.session() as session:
+        keys = {
+            image.name: (image.object_key, image.thumbnail_key)
+            for image in session.scalars(select(Image))
+        }
+    assert set(keys) == {"one.png", "two.png", "three.png"}
+
+    removal = logic.finalize(runtime, world.importer(runtime), "uid-a", delete_images=True)
+    assert removal == logic.Removal(a, cancelled=False, images_deleted=1)
+    with runtime.session() as session:
+        assert sorted(i.name for i in session.scalars(select(Image))) == ["three.png", "two.png"]
+    assert not any(runtime.store.exists(key) for key in keys["one.png"])
+    assert all(runtime.store.exists(k) for name in ("two.png", "three.png") for k in keys[name])
+
+    removal = logic.finalize(runtime, world.importer(runtime), "uid-b", delete_images=True)
+    assert removal == logic.Removal(b, cancelled=False, images_deleted=2)
+    with runtime.session() as session:
+        assert list(session.scalars(select(Image))) == []
+    assert list(runtime.store.list_keys()) == []
+
+
+# -- credentials -------------------------------------------------------------------------------
+
+
+def test_the_secrets_credentials_reach_the_planner_and_the_workers(world: World) -> None:
+    # The installation's key is wrong; only the Secret's works.
+    operator_runtime = world.runtime(google_api_key=SecretStr("wrong-key"))
+    world.secrets.put(NAMESPACE, "drive-key", {"GOOGLE_API_KEY": API_KEY})
+    ref = SecretRef.from_spec(
+        {"source": {"credentialsSecretRef": {"name": "drive-key"}}}, NAMESPACE
+    )
+    assert ref is not None
+    credentials = operator_runtime.credentials_for(ref)
+    assert credentials == {"google_api_key": API_KEY}
+
+    worker_runtime = world.runtime(google_api_key=SecretStr("wrong-key"))
+    world.workers(worker_runtime)
+    with_secret = spec(SECRET_FOLDER, source={
+        "url": url(SECRET_FOLDER), "credentialsSecretRef": {"name": "drive-key"}
+    })  # fmt: skip
+    importer = world.importer(operator_runtime)
+    import_id = logic.ensure_import(
+        operator_runtime, importer, "uid-c", with_secret, credentials,
+        namespace=NAMESPACE, name="c",
+    )  # fmt: skip
+    importer.wait(30)
+    status = wait_finished(operator_runtime, import_id)
+    assert status["phase"] == "Succeeded", status
+    assert status["counters"]["imported"] == 1
+    # The worker read the Secret itself; nothing secret went into the database.
+    assert world.secrets.reads == 2
+    with operator_runtime.session() as session:
+        options = session.get(Import, import_id).options  # type: ignore[union-attr]
+    assert options["credentialsSecretRef"]["name"] == "drive-key"
+    assert API_KEY not in json.dumps(options)
+
+    # The same folder without the Secret fails on the installation's wrong key.
+    plain = logic.ensure_import(
+        operator_runtime, importer, "uid-d", spec(SECRET_FOLDER), namespace=NAMESPACE, name="d"
+    )
+    importer.wait(30)
+    failed = logic.status_for(operator_runtime, plain, 1)
+    assert failed["phase"] == "Failed"
+    assert failed["message"] == (
+        "Failed: The Google API key in GOOGLE_API_KEY is not valid: Google rejects it."
+    )
+
+
+def test_a_secret_without_the_expected_keys_is_explained(world: World) -> None:
+    runtime = world.runtime()
+    world.secrets.put(NAMESPACE, "empty", {"SOMETHING_ELSE": "x"})
+    ref = SecretRef.from_spec({"source": {"credentialsSecretRef": {"name": "empty"}}}, NAMESPACE)
+    assert ref is not None
+    with pytest.raises(Exception, match="has none of the keys GOOGLE_API_KEY, DROPBOX_APP_KEY"):
+        runtime.credentials_for(ref)
+    missing = SecretRef.from_spec({"source": {"credentialsSecretRef": {"name": "gone"}}}, NAMESPACE)
+    assert missing is not None
+    with pytest.raises(Exception, match=r"The Secret photos/gone named in .* does not exist"):
+        runtime.credentials_for(missing)

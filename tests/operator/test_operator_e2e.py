@@ -1,0 +1,290 @@
+"""The operator end to end: ImageImport resources in the Kubernetes emulator, the operator (in
+this process, or as `imageimport operator` processes), worker processes, real PostgreSQL, NATS
+JetStream and SeaweedFS, and a fake Google Drive folder."""
+
+from __future__ import annotations
+
+import base64
+import signal
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from imageimport.db.models import Image, Import, ImportItem
+from tests.distributed.cluster import stream_last_sequence
+from tests.distributed.test_distributed import stored_keys
+from tests.fakes.folder import FakeFile, FakeFolder, big_folder, make_image
+from tests.fakes.server import Fault
+from tests.operator.conftest import NAMESPACE, TERMINAL, Stack
+
+FINALIZER = "imageimport.dev/finalizer"
+
+pytestmark = [pytest.mark.postgres, pytest.mark.nats, pytest.mark.s3, pytest.mark.timeout(180)]
+
+
+def photo_folder() -> tuple[FakeFolder, dict[str, int]]:
+    """12 distinct images, a copy of one, a text file, and an image in a subfolder."""
+    images = [
+        FakeFile(f"img-{i:02d}.png", make_image(40 + i, 30, "PNG", seed=300 + i), "image/png")
+        for i in range(12)
+    ]
+    files: list[FakeFile | FakeFolder] = [
+        *images,
+        FakeFile("copy of img-00.png", images[0].content, "image/png"),
+        FakeFile("notes.txt", b"not a picture\n" * 30, "text/plain"),
+        FakeFolder(
+            "sub", [FakeFile("deep.jpg", make_image(64, 48, "JPEG", seed=399), "image/jpeg")]
+        ),
+    ]
+    folder = FakeFolder("operator photos", files)
+    # Bytes downloaded: the text file is skipped by its type, without a download.
+    total_bytes = sum(f.length for path, f in folder.files() if path != "notes.txt")
+    expected = {"discovered": 15, "imported": 13, "duplicates": 1, "skipped": 1, "failed": 0}
+    return folder, {**expected, "bytes": total_bytes}
+
+
+def phases(history: list[dict[str, Any]]) -> list[str]:
+    """The phases the resource went through, each once, in order."""
+    seen: list[str] = []
+    for version in history:
+        phase = (version.get("status") or {}).get("phase")
+        if phase and (not seen or seen[-1] != phase):
+            seen.append(phase)
+    return seen
+
+
+def assert_transition_times_move_only_on_change(history: list[dict[str, Any]]) -> None:
+    """A condition's lastTransitionTime changes exactly when its status does."""
+    last: dict[str, dict[str, Any]] = {}
+    rewritten = 0
+    for version in history:
+        for condition in (version.get("status") or {}).get("conditions", []):
+            before = last.get(condition["type"])
+            if before is not None and before["status"] == condition["status"]:
+                assert condition["lastTransitionTime"] == before["lastTransitionTime"], history
+                rewritten += before != condition
+            elif before is not None:
+                assert condition["lastTransitionTime"] >= before["lastTransitionTime"]
+            last[condition["type"]] = condition
+    assert rewritten > 0  # statuses were rewritten with the same condition status at least once
+
+
+def conditions(obj: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in obj["status"]["conditions"]}
+
+
+def import_rows(stack: Stack, uid: str) -> list[tuple[str, str]]:
+    with stack.cluster.engine.connect() as connection:
+        return [
+            (row.id, row.state)
+            for row in connection.execute(
+                select(Import.id, Import.state).where(Import.external_id == uid)
+            )
+        ]
+
+
+def listed_items(stack: Stack, uid: str) -> int:
+    with stack.cluster.engine.connect() as connection:
+        return int(
+            connection.scalar(
+                select(func.count())
+                .select_from(ImportItem)
+                .join(Import, Import.id == ImportItem.import_id)
+                .where(Import.external_id == uid)
+            )
+            or 0
+        )
+
+
+def events_for(stack: Stack, uid: str) -> list[str]:
+    return [
+        event.get("reason", "")
+        for event in stack.kube.objects("v1/events")
+        if (event.get("involvedObject") or {}).get("uid") == uid
+    ]
+
+
+def test_import_goes_listing_importing_succeeded_and_removal_deletes_its_images(
+    stack_factory: Any, s3_server: Any
+) -> None:
+    folder, expected = photo_folder()
+    stack: Stack = stack_factory(folder)
+    # A slow listing and slow downloads, so that every phase lasts long enough to be seen.
+    stack.route.faults.add(
+        Fault("slow", path="/drive/v3/files", times=2, delay=1.2),
+        Fault("slow", path="/drive/v3/files/.+", times=1, delay=0.4),
+    )
+    stack.cluster.start_worker(concurrency=2)
+    stack.start_operator()
+
+    created = stack.create("holiday", {"deleteImagesOnRemoval": True})
+    uid = created["metadata"]["uid"]
+    done = stack.wait_for_phase("holiday", TERMINAL, timeout=90)
+
+    status = done["status"]
+    assert status["phase"] == "Succeeded", status
+    assert phases(stack.kube.history(NAMESPACE, "holiday")) == ["Listing", "Importing", "Succeeded"]
+    counters = {**status["counters"], "bytes": status["bytes"]}
+    assert counters == expected
+    assert import_rows(stack, uid) == [(status["importId"], "succeeded")]
+    assert status["observedGeneration"] == 1
+    assert status["startedAt"] <= status["completedAt"]
+    assert status["message"] == (
+        "Imported all 15 files (13 imported, 1 already stored, 1 not images, 0 failed)."
+    )
+    assert conditions(done) == {
+        "Ready": ("True", "Succeeded"),
+        "Listing": ("False", "Listed"),
+        "Importing": ("False", "Finished"),
+    }
+    history = stack.kube.history(NAMESPACE, "holiday")
+    assert_transition_times_move_only_on_change(history)
+    assert FINALIZER in done["metadata"]["finalizers"]
+    assert {"Listing", "Importing", "Succeeded"} <= set(events_for(stack, uid))
+    # The planner published one message per file, none twice.
+    assert stream_last_sequence(stack.cluster.nats_url) == 15
+    assert len(stack.cluster.images()) == 13
+    assert len(stored_keys(stack.cluster, s3_server)) == 26
+
+    stack.delete("holiday")
+    stack.wait_for("holiday", lambda obj: obj is None, timeout=30)
+    assert stack.cluster.images() == []
+    assert stored_keys(stack.cluster, s3_server) == []
+    # The import's history stays in the database for the REST API.
+    assert import_rows(stack, uid) == [(status["importId"], "succeeded")]
+    assert "Removed" in events_for(stack, uid)
+
+
+def test_deleting_mid_import_cancels_the_rest_and_keeps_the_images(stack_factory: Any) -> None:
+    stack: Stack = stack_factory(big_folder(60, seed=31, name="cancel me"))
+    stack.route.faults.add(Fault("slow", path="/drive/v3/files/.+", times=1, delay=0.5))
+    stack.cluster.start_worker(concurrency=2)
+    stack.start_operator()
+
+    uid = stack.create("half")["metadata"]["uid"]
+    stack.wait_for(
+        "half",
+        lambda obj: (
+            bool(obj)
+            and obj.get("status", {}).get("phase") == "Importing"
+            and obj["status"]["counters"]["imported"] >= 4
+        ),
+    )
+    stack.delete("half")
+    stack.wait_for("half", lambda obj: obj is None, timeout=30)
+
+    [(import_id, state)] = import_rows(stack, uid)
+    assert state == "cancelled"
+    counts = stack.cluster.wait_until(import_id, lambda _, c: "pending" not in c, timeout=30)
+    assert counts["cancelled"] > 0
+    assert counts.get("done", 0) >= 4
+    assert sum(counts.values()) == 60
+    # deleteImagesOnRemoval is off: what was imported stays.
+    assert len(stack.cluster.images()) == counts["done"]
+
+
+def test_operator_killed_mid_listing_resumes_without_duplicates(stack_factory: Any) -> None:
+    folder = FakeFolder(
+        "slow listing", [big_folder(60, seed=n, name=f"part-{n}") for n in range(41, 46)]
+    )
+    stack: Stack = stack_factory(folder)
+    # Every listing request takes a second: the kill lands mid-listing.
+    stack.route.faults.add(Fault("slow", path="/drive/v3/files", times=100, delay=1.0))
+    stack.cluster.start_worker()
+    stack.cluster.start_worker()
+    first = stack.operator_process()
+
+    uid = stack.create("big")["metadata"]["uid"]
+    # Killed once the first subfolder is recorded, while the other four are still to list.
+    stack.wait_for(
+        "big",
+        lambda obj: (
+            bool(obj)
+            and obj.get("status", {}).get("phase") == "Listing"
+            and listed_items(stack, uid) >= 60
+        ),
+    )
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    [(import_id, state)] = import_rows(stack, uid)
+    assert state == "listing"
+
+    stack.start_operator()
+    done = stack.wait_for_phase("big", TERMINAL, timeout=120)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert done["status"]["counters"] == {
+        "discovered": 300,
+        "imported": 300,
+        "duplicates": 0,
+        "skipped": 0,
+        "failed": 0,
+    }
+    assert import_rows(stack, uid) == [(import_id, "succeeded")]
+    assert done["status"]["importId"] == import_id
+    # Listed twice, published once per file.
+    assert stream_last_sequence(stack.cluster.nats_url) == 300
+    with stack.cluster.engine.connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(ImportItem)) == 300
+        assert connection.scalar(select(func.count()).select_from(Image)) == 300
+
+
+def test_a_spec_that_cannot_work_fails_at_once_and_records_nothing(stack_factory: Any) -> None:
+    stack: Stack = stack_factory(big_folder(3, seed=51, name="never"))
+    stack.start_operator()
+    uid = stack.create("elsewhere", destination={"bucket": "someone-elses"})["metadata"]["uid"]
+    failed = stack.wait_for_phase("elsewhere", TERMINAL)
+    status = failed["status"]
+    assert status["phase"] == "Failed"
+    assert status["message"].startswith("spec.destination.bucket is 'someone-elses'")
+    assert conditions(failed)["Ready"] == ("False", "InvalidSpec")
+    assert "importId" not in status
+    assert import_rows(stack, uid) == []
+    assert "InvalidSpec" in events_for(stack, uid)
+    # Deleting it needs nothing recorded.
+    stack.delete("elsewhere")
+    stack.wait_for("elsewhere", lambda obj: obj is None, timeout=30)
+
+
+def test_credentials_come_from_the_secret_even_when_it_comes_later(
+    stack_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubernetes import client
+    from pydantic import SecretStr
+
+    from imageimport.operator import handlers
+    from tests.pipeline.routes import API_KEY
+
+    monkeypatch.setattr(handlers, "SECRET_RETRY_SECONDS", 0.5)
+    stack: Stack = stack_factory(big_folder(9, seed=52, name="keyed"))
+    # The operator's own key is wrong: listing works only with the Secret's.
+    stack.settings = stack.settings.model_copy(update={"google_api_key": SecretStr("wrong")})
+    stack.start_operator()
+
+    uid = stack.create(
+        "keyed",
+        source={"url": stack.route.url, "credentialsSecretRef": {"name": "drive-credentials"}},
+    )["metadata"]["uid"]
+    waiting = stack.wait_for_phase("keyed", {"Pending"})
+    assert waiting["status"]["message"] == (
+        "Waiting for credentials: The Secret photos/drive-credentials named in "
+        "spec.source.credentialsSecretRef does not exist."
+    )
+    assert import_rows(stack, uid) == []
+
+    client.CoreV1Api(stack.kube.api_client()).create_namespaced_secret(
+        NAMESPACE,
+        {
+            "metadata": {"name": "drive-credentials"},
+            "data": {"GOOGLE_API_KEY": base64.b64encode(API_KEY.encode()).decode()},
+        },
+    )
+    listed = stack.wait_for(
+        "keyed",
+        lambda obj: bool(obj) and obj.get("status", {}).get("counters", {}).get("discovered") == 9,
+    )
+    assert listed is not None
+    assert listed["status"]["phase"] == "Importing"  # no workers in this test
+    [(import_id, _)] = import_rows(stack, uid)
+    assert listed["status"]["importId"] == import_id
+    assert "WaitingForSecret" in events_for(stack, uid)
