@@ -131,7 +131,7 @@ def test_every_pod_runs_locked_down(name: str, rendered: dict[str, Rendered]) ->
             if ours(c):
                 assert security["runAsUser"] == IMAGE_UID, where
                 assert context["runAsUser"] == IMAGE_UID, where
-        if workload["kind"] == "Job" or "worker" in workload["metadata"]["name"]:
+        if workload["kind"] == "Job":
             assert pod.get("automountServiceAccountToken") is False, where
 
 
@@ -419,8 +419,16 @@ def test_rbac_is_the_minimum_each_component_needs(name: str, rendered: dict[str,
         }
     else:
         assert not api_roles
+    # Workers read only the Secrets ImageImports name, and only when the operator runs.
     worker_account = variant.get("ServiceAccount", variant.name_of("worker"))
-    assert worker_account["automountServiceAccountToken"] is False
+    operator_on = values.get("operator", {}).get("enabled", True)
+    assert worker_account["automountServiceAccountToken"] is operator_on
+    worker_roles = [
+        r for r in variant.of_kind("Role") if r["metadata"]["name"] == variant.name_of("worker")
+    ]
+    assert len(worker_roles) == (len(operator_roles) if operator_on else 0)
+    for role in worker_roles:
+        assert rules_of(role) == {("", "secrets"): {"get"}}
 
 
 @pytest.mark.parametrize("name", INSTALLED)

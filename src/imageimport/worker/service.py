@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from imageimport.db import repo
 from imageimport.errors import ConfigError, TransientError
+from imageimport.operator.credentials import CredentialedRuntime
 from imageimport.queue.nats import NatsQueue
 from imageimport.runtime import Runtime
 from imageimport.settings import Settings
@@ -38,7 +39,9 @@ def run_worker(settings: Settings, concurrency: int, health_host: str = "0.0.0.0
     log.info("worker health and metrics on port %s", health.port)
     try:
         # Dependencies may come up after the worker (compose, Kubernetes): wait for them.
-        runtime = _until_up("the database", stop, lambda: Runtime(settings))
+        # Imports may name a Kubernetes Secret with their own source credentials; without
+        # one, this runtime behaves exactly like a plain Runtime and never calls Kubernetes.
+        runtime = _until_up("the database", stop, lambda: CredentialedRuntime(settings))
         if runtime is None:
             return 0
         queue = _until_up(
