@@ -11,7 +11,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    # Errors name the variable, never echo its value: values may hold credentials.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     # Where the embedded default keeps its SQLite file and local object store.
     data_dir: Path = Path("data")
@@ -74,7 +77,7 @@ class Settings(BaseSettings):
     http_timeout_seconds: float = Field(default=60.0, gt=0)
     source_retry_attempts: int = Field(default=6, ge=1)
     source_retry_max_wait_seconds: float = Field(default=60.0, gt=0)
-    max_deliver: int = Field(default=5, ge=1)
+    max_deliver: int = Field(default=10, ge=1)
 
     @field_validator(
         "gdrive_api_url",
@@ -88,7 +91,7 @@ class Settings(BaseSettings):
     def _endpoint_is_http_url(cls, value: str) -> str:
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"must be an http(s) URL, got {value!r}")
+            raise ValueError("must be an http(s) URL with a host")
         return value.rstrip("/")
 
     @cached_property
@@ -115,3 +118,11 @@ class Settings(BaseSettings):
 
 def secret(value: SecretStr | None) -> str | None:
     return value.get_secret_value() if value is not None else None
+
+
+def redact_url(url: str) -> str:
+    """`url` fit for a message or a log: user name and password (or token) replaced by ***."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()

@@ -26,7 +26,7 @@ def retry_delay(attempt: int, hinted: float | None = None) -> float:
     """Exponential backoff with jitter, or the source's own Retry-After when it gave one."""
     if hinted is not None:
         return min(hinted, MAX_RETRY_DELAY)
-    return min(MAX_RETRY_DELAY, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
+    return min(MAX_RETRY_DELAY, 2.0 ** (attempt - 1)) * random.uniform(0.8, 1.2)
 
 
 def handle(runtime: Runtime, delivery: Delivery) -> str:
