@@ -6,6 +6,8 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,7 +27,7 @@ from rich.table import Table
 from sqlalchemy import select
 
 from imageimport.db.models import Image, ImportItem
-from imageimport.errors import ImageImportError
+from imageimport.errors import DatabaseUnavailable, ImageImportError
 from imageimport.settings import Settings
 
 app = typer.Typer(
@@ -49,7 +51,24 @@ def _settings() -> Settings:
 def _runtime(settings: Settings) -> Any:
     from imageimport.runtime import Runtime
 
-    return Runtime(settings)
+    with _database_errors(settings):
+        return Runtime(settings)
+
+
+@contextmanager
+def _database_errors(settings: Settings) -> Iterator[None]:
+    """A database that cannot be reached is one sentence, without the URL's password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        yield
+    except OperationalError as error:
+        url = make_url(settings.effective_database_url).render_as_string(hide_password=True)
+        cause = str(error.orig or error).strip().splitlines()
+        raise DatabaseUnavailable(
+            f"Cannot use the database at {url}: {cause[0] if cause else 'no details'}."
+        ) from None
 
 
 def _fail(error: ImageImportError, code: int = 2) -> typer.Exit:
@@ -415,8 +434,9 @@ def migrate() -> None:
 
     settings = _settings()
     try:
-        engine = make_engine(settings)
-        upgrade(engine)
+        with _database_errors(settings):
+            engine = make_engine(settings)
+            upgrade(engine)
     except ImageImportError as error:
         raise _fail(error) from None
     console.print("Database is up to date.")

@@ -11,6 +11,10 @@ class ConfigError(ImageImportError):
     pass
 
 
+class DatabaseUnavailable(ImageImportError):
+    pass
+
+
 class InvalidSourceURL(ImageImportError):
     pass
 
@@ -25,6 +29,10 @@ class TransientError(ImageImportError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class StoreFull(TransientError):
+    """The object store has no room left: retried (space may be freed), then the item fails."""
 
 
 class ItemError(ImageImportError):
@@ -53,3 +61,7 @@ class CorruptImage(ItemError):
 
 class ForbiddenHost(ImageImportError):
     """A request would have left the configured source hosts."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(f"Refused to contact {host}: it is not a configured source host.")
+        self.host = host

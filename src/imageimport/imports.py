@@ -52,8 +52,10 @@ class Importer:
             log.exception("planning import %s crashed", import_id)
             try:
                 with self.runtime.session() as session:
+                    # One line: the rest of a database error is the statement and its values.
+                    first = str(error).splitlines()[0][:500] if str(error) else type(error).__name__
                     repo.advance_import(
-                        session, import_id, "failed", error=f"Internal error while listing: {error}"
+                        session, import_id, "failed", error=f"Internal error while listing: {first}"
                     )
             except Exception:
                 log.exception("cannot record the failure of import %s", import_id)

@@ -489,7 +489,8 @@ async def _download(request: Request) -> Response:
     if node.length > drive.large_file_threshold and not confirmed:
         key = drive.resource_keys.get(file_id)
         return HTMLResponse(_virus_scan_page(request, node, token, key))
-    ascii_name = node.name.encode("ascii", "replace").decode().replace('"', "_")
+    # Like Drive: the plain filename= is printable ASCII only; filename*= has the real name.
+    ascii_name = "".join(c if " " <= c < "\x7f" and c != '"' else "_" for c in node.name)
     disposition = f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(node.name)}"
     return _send_file(request, node, {"Content-Disposition": disposition})
 

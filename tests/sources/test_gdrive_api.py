@@ -72,10 +72,10 @@ def test_lists_the_sample_folder_recursively_with_sizes_and_checksums(
         assert remote.checksum == f"md5:{fake.md5}"
         assert remote.mime_type == fake.mime_type
     assert listed["red.jpg"].extra["image_metadata"] == {"width": 640, "height": 480}
-    # Every request went through the configured endpoint and carried the key.
+    # Every request went through the configured endpoint and carried the key, in a header.
     calls = drive_of(server).requests
     assert calls and all(c.path.startswith("/drive/v3/files") for c in calls)
-    assert all(c.params.get("key") == KEY for c in calls)
+    assert all("key" not in c.params and c.headers["x-goog-api-key"] == KEY for c in calls)
     listing = drive_of(server).calls("/drive/v3/files")
     assert {c.params["q"] for c in listing} == {
         f"'{folder.id}' in parents and trashed=false"

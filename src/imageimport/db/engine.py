@@ -18,8 +18,9 @@ def make_engine(settings: Settings) -> Engine:
     raw = settings.effective_database_url
     try:
         url = make_url(raw)
-    except ArgumentError as error:
-        raise ConfigError("DATABASE_URL is not a valid database URL.") from error
+    except (ArgumentError, ValueError):
+        # from None: the cause would quote the URL, password included.
+        raise ConfigError("DATABASE_URL is not a valid database URL.") from None
     backend = url.get_backend_name()
     if backend == "sqlite":
         return _sqlite_engine(url.database)

@@ -138,8 +138,9 @@ def _thumbnail(image: Image.Image, size: int) -> bytes:
         image = image.convert(
             "RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB"
         )
-    # reducing_gap=1: a fast integer box reduction first, Lanczos only for the last step.
-    image.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=1.0)
+    # A fast integer box reduction first (reducing_gap=1), then bicubic (Pillow's default
+    # for thumbnails; Lanczos cost half as much again for no visible gain at this size).
+    image.thumbnail((size, size), Image.Resampling.BICUBIC, reducing_gap=1.0)
     # Rotated once small (the box is square, so the size comes out the same).
     if orientation in _TRANSPOSE:
         image = image.transpose(_TRANSPOSE[orientation])

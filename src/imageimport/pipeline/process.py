@@ -3,6 +3,7 @@ record. Safe to run any number of times for the same item (at-least-once queues)
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Callable
 
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from imageimport.db import repo
 from imageimport.db.models import Image, Import, ImportItem
-from imageimport.errors import ForbiddenHost, ItemError
+from imageimport.errors import ForbiddenHost, ItemError, StoreFull
 from imageimport.keys import image_key, thumbnail_key
 from imageimport.pipeline.download import download
 from imageimport.pipeline.imaging import THUMBNAIL_CONTENT_TYPE, ImageInfo, inspect
@@ -20,6 +21,10 @@ from imageimport.runtime import Runtime
 from imageimport.sources.base import RemoteFile
 
 log = logging.getLogger(__name__)
+
+# A full disk or quota under the object store: worth retrying (space can be freed), but never
+# forever, and the reason must say so rather than show an errno.
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def process_item(runtime: Runtime, job: Job, heartbeat: Callable[[], None] | None = None) -> str:
@@ -73,8 +78,15 @@ def process_item(runtime: Runtime, job: Job, heartbeat: Callable[[], None] | Non
         key = image_key(fetched.sha256, info.extension)
         thumb_key = thumbnail_key(fetched.sha256)
         fetched.file.seek(0)
-        runtime.store.put_file(key, fetched.file, fetched.size, info.content_type)
-        runtime.store.put_bytes(thumb_key, info.thumbnail, THUMBNAIL_CONTENT_TYPE)
+        try:
+            runtime.store.put_file(key, fetched.file, fetched.size, info.content_type)
+            runtime.store.put_bytes(thumb_key, info.thumbnail, THUMBNAIL_CONTENT_TYPE)
+        except OSError as error:
+            if error.errno not in _NO_SPACE:
+                raise
+            raise StoreFull(
+                f"The object store is full ({error.strerror or 'no space left'})."
+            ) from error
     try:
         return _commit_image(
             runtime, item, provider, fetched.sha256, fetched.size, info, (key, thumb_key)

@@ -23,6 +23,7 @@ from nats.js.errors import NotFoundError
 
 from imageimport.errors import ConfigError, TransientError
 from imageimport.queue.base import Delivery, Job, JobQueue
+from imageimport.settings import redact_url
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -78,7 +79,9 @@ class NatsQueue(JobQueue):
                 reconnected_cb=self._on_reconnect,
             )
         except (TimeoutError, OSError, NatsError) as error:
-            raise TransientError(f"Cannot connect to NATS at {self.url}: {error}") from error
+            raise TransientError(
+                f"Cannot connect to NATS at {redact_url(self.url)}: {error}"
+            ) from error
         self._js = self._nc.jetstream(timeout=10)
         await self._ensure_stream()
         await self._ensure_consumer()
@@ -126,7 +129,7 @@ class NatsQueue(JobQueue):
 
     async def _on_disconnect(self) -> None:
         if not self._closing:
-            log.warning("NATS: disconnected from %s; reconnecting", self.url)
+            log.warning("NATS: disconnected from %s; reconnecting", redact_url(self.url))
 
     async def _on_reconnect(self) -> None:
         log.info("NATS: reconnected")

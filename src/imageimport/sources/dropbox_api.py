@@ -49,9 +49,9 @@ class _HostGuardAdapter(HTTPAdapter):
         super().__init__(**kwargs)
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
-        netloc = urlsplit(request.url or "").netloc.lower()
-        if netloc not in self._exact:
-            raise ForbiddenHost(f"Refused to contact {netloc}: it is not a configured source host.")
+        parts = urlsplit(request.url or "")
+        if f"{parts.scheme.lower()}://{parts.netloc.lower()}" not in self._exact:
+            raise ForbiddenHost(parts.hostname or parts.netloc)
         return super().send(request, *args, **kwargs)
 
 

@@ -7,6 +7,7 @@ count, compression ratios, names and flags are all checked before anything is tr
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 WHAT = "The Dropbox folder download"
 # Entries smaller than this are never called bombs: tiny files of zeros compress very well.
 RATIO_CHECK_MIN_BYTES = 1024 * 1024
+MAX_PLAIN_ID_CHARS = 500
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 _NOT_A_ZIP = (
     "Dropbox answered with a web page instead of the folder's ZIP download: the link is "
@@ -222,13 +224,21 @@ def _describe(infos: list[zipfile.ZipInfo]) -> dict[str, _Entry]:
         if not clean:
             continue
         path = "/".join(clean)
-        file_id, number = f"zip:{path}", 1
+        file_id, number = _entry_id(path), 1
         while file_id in entries:  # the same name twice in one archive
             number += 1
-            file_id = f"zip:{path}#{number}"
+            file_id = _entry_id(f"{path}#{number}")
         remote = RemoteFile(id=file_id, name=clean[-1], path=path, size=info.file_size)
         entries[file_id] = _Entry(info=info, file=remote)
     return entries
+
+
+def _entry_id(path: str) -> str:
+    # Ids are stored in a bounded column; archive paths are not bounded (a 1,000-character
+    # name inside a folder), so long ones are replaced by their digest.
+    if len(path) <= MAX_PLAIN_ID_CHARS:
+        return f"zip:{path}"
+    return f"zip:sha256:{hashlib.sha256(path.encode('utf-8', 'surrogatepass')).hexdigest()}"
 
 
 def _raw_parts(name: str) -> list[str]:

@@ -4,8 +4,9 @@ Listing uses google-api-python-client (files.get on the root, then files.list pe
 1000 items a page, breadth first, each page handed out before the next is fetched).
 googleapiclient sits on httplib2, which is not thread safe, so the service is built per
 `list()` call and only used by the thread iterating it. Downloads do not go through
-googleapiclient (httplib2 buffers whole bodies); they stream with the shared httpx client and
-send the key in the X-Goog-Api-Key header, so it never appears in a URL that could be logged.
+googleapiclient (httplib2 buffers whole bodies); they stream with the shared httpx client.
+Every request, listing or download, sends the key in the X-Goog-Api-Key header, so it never
+appears in a URL that could be logged.
 
 Error messages never contain the key: HttpError's own text includes the request URL (and
 with it the key), so errors are rebuilt from the status and Google's JSON body, `from None`.
@@ -20,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
 from typing import Any, ClassVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httplib2
 import httpx
@@ -30,6 +31,7 @@ from googleapiclient.http import build_http
 
 from imageimport.errors import (
     ConfigError,
+    ForbiddenHost,
     ImageImportError,
     ItemError,
     SourceUnavailable,
@@ -209,10 +211,14 @@ class DriveApiSource(Source):
     def _service(self) -> Any:
         http = build_http()
         http.timeout = self.settings.http_timeout_seconds
+        # httplib2 would follow a redirect to any host; the Drive API never redirects, so a
+        # redirect is refused instead (see _execute).
+        http.follow_redirects = False
         return build(
             "drive",
             "v3",
-            developerKey=self._key,
+            # No developerKey: it would put the key in every URL, and googleapiclient logs
+            # URLs. The key goes in a header instead (see _request).
             http=http,
             static_discovery=True,
             cache_discovery=False,
@@ -299,6 +305,7 @@ class DriveApiSource(Source):
 
         def fresh() -> Any:
             request = make()
+            request.headers["X-Goog-Api-Key"] = self._key
             if resource_key:
                 request.headers["X-Goog-Drive-Resource-Keys"] = f"{item_id}/{resource_key}"
             return request
@@ -309,6 +316,9 @@ class DriveApiSource(Source):
         try:
             return dict(request().execute(num_retries=0))
         except HttpError as error:
+            if 300 <= error.resp.status < 400:
+                location = urlsplit(error.resp.get("location", ""))
+                raise ForbiddenHost(location.hostname or "an unnamed host") from None
             outcome = classify(
                 error.resp.status,
                 error.content or b"",

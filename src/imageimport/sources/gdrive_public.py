@@ -72,6 +72,7 @@ _FOLDER_HREF = re.compile(rf"/folders/({_ID})")
 _FILE_HREF = re.compile(rf"/(?:file/)?d/({_ID})")
 _DOCS_HREF = re.compile(r"docs\.google\.com/|/(document|spreadsheets|presentation|forms|drawings)/")
 _MAX_PAGE_BYTES = 64 * 1024 * 1024
+_SIGN_IN_HOST = "accounts.google.com"
 _QUOTA_MARKERS = ("too many users have viewed or downloaded", "quota exceeded")
 _MISSING_MARKERS = ("does not exist", "file not found")
 
@@ -214,6 +215,11 @@ def parse_download_form(html: str) -> DownloadForm | None:
     return parser.form if parser.form and parser.form.action else None
 
 
+def _is_sign_in(refused: ForbiddenHost) -> bool:
+    """Private items redirect to Google's sign-in page; any other host is something else."""
+    return refused.host == _SIGN_IN_HOST
+
+
 def _is_web_page(response: httpx.Response) -> bool:
     # Files come with Content-Disposition: attachment, even HTML files; pages never do.
     content_type = response.headers.get("content-type", "").lower()
@@ -291,9 +297,16 @@ class DrivePublicSource(Source):
             params["resourcekey"] = resource_key
 
         def fetch() -> str:
+            url = f"{self._web}/embeddedfolderview"
             try:
-                response = self._http.get(f"{self._web}/embeddedfolderview", params=params)
-            except ForbiddenHost:
+                # Streamed and cut at the limit: a page is never read whole into memory.
+                with self._http.stream("GET", url, params=params) as response:
+                    page = read_small(response, _MAX_PAGE_BYTES + 1)
+            except ForbiddenHost as refused:
+                if not _is_sign_in(refused):
+                    raise SourceUnavailable(
+                        f"Listing the Google Drive folder {shown}: {refused}"
+                    ) from None
                 raise SourceUnavailable(
                     f"The Google Drive folder {shown} is not shared publicly: Google asks to "
                     "sign in. Share it with 'Anyone with the link'."
@@ -315,11 +328,16 @@ class DrivePublicSource(Source):
                     f"The Google Drive folder {shown} was not found or is not shared with "
                     "'Anyone with the link'."
                 )
-            if status >= 400 or len(response.content) > _MAX_PAGE_BYTES:
+            if status >= 400:
                 raise SourceUnavailable(
                     f"Google Drive refused to show the folder {shown} (HTTP {status})."
                 )
-            return response.text
+            if len(page) > _MAX_PAGE_BYTES:
+                raise SourceUnavailable(
+                    f"Google Drive's page for the folder {shown} is larger than "
+                    f"{_MAX_PAGE_BYTES // 1024 // 1024} MiB; refused."
+                )
+            return page.decode(response.encoding or "utf-8", "replace")
 
         found_list, entries = parse_folder_page(with_retries(self.settings, fetch))
         if not found_list:
@@ -394,7 +412,9 @@ class DrivePublicSource(Source):
     ) -> httpx.Response:
         try:
             response = start_stream(stack, self._http, method, url, what, **kwargs)
-        except ForbiddenHost:
+        except ForbiddenHost as refused:
+            if not _is_sign_in(refused):
+                raise ItemError(f"{what}: {refused}") from None
             raise ItemError(
                 f"{file.path!r} is not shared publicly on Google Drive (Google asks to sign in)."
             ) from None

@@ -29,12 +29,14 @@ _CDN_SUFFIXES = {
 
 
 def allowed_hosts(settings: Settings) -> tuple[set[str], tuple[str, ...]]:
-    """Exact `host[:port]` values and host suffixes a source may contact."""
+    """Exact origins (`scheme://host[:port]`) and https host suffixes a source may contact.
+    Origins, not hosts: a redirect from https to plain http on the same host is refused too."""
     exact: set[str] = set()
     suffixes: list[str] = []
     for endpoint in settings.source_endpoints:
-        netloc = urlsplit(endpoint).netloc.lower()
-        exact.add(netloc)
+        parts = urlsplit(endpoint)
+        netloc = parts.netloc.lower()
+        exact.add(f"{parts.scheme.lower()}://{netloc}")
         suffixes.extend(_CDN_SUFFIXES.get(netloc, ()))
     return exact, tuple(suffixes)
 
@@ -43,11 +45,12 @@ def make_http_client(settings: Settings, **kwargs: object) -> httpx.Client:
     exact, suffixes = allowed_hosts(settings)
 
     def guard(request: httpx.Request) -> None:
-        netloc = request.url.netloc.decode("ascii").lower()
-        host = request.url.host.lower()
-        secure_cdn = request.url.scheme == "https" and host.endswith(suffixes)
-        if netloc not in exact and not secure_cdn:
-            raise ForbiddenHost(f"Refused to contact {host}: it is not a configured source host.")
+        url = request.url
+        origin = f"{url.scheme}://{url.netloc.decode('ascii').lower()}"
+        host = url.host.lower()
+        secure_cdn = url.scheme == "https" and host.endswith(suffixes)
+        if origin not in exact and not secure_cdn:
+            raise ForbiddenHost(host)
 
     return httpx.Client(
         timeout=httpx.Timeout(settings.http_timeout_seconds, connect=15.0),
