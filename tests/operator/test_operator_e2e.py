@@ -288,3 +288,19 @@ def test_credentials_come_from_the_secret_even_when_it_comes_later(
     [(import_id, _)] = import_rows(stack, uid)
     assert listed["status"]["importId"] == import_id
     assert "WaitingForSecret" in events_for(stack, uid)
+    # The Secret's value reaches the source, never the resource, the database or events.
+    import json
+
+    from sqlalchemy import create_engine, text
+
+    assert API_KEY not in json.dumps(listed)
+    assert API_KEY not in json.dumps(events_for(stack, uid), default=str)
+    engine = create_engine(stack.settings.effective_database_url)
+    with engine.connect() as connection:
+        dumped = [
+            json.dumps(list(row), default=str)
+            for table in ("imports", "import_items")
+            for row in connection.execute(text(f"SELECT * FROM {table}"))
+        ]
+    engine.dispose()
+    assert dumped and not any(API_KEY in row for row in dumped)
