@@ -1,0 +1,1 @@
+"""The import benchmark: `python -m bench.run --help`."""

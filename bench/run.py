@@ -1,0 +1,203 @@
+"""Run the benchmark: `python -m bench.run [--smoke] [--only e2e,rclone,...]`.
+
+Parts: e2e (the distributed import), bigfile (one large file through a worker), rclone and
+put (the baselines on the same files and S3), listing (a 100,000-file folder), embedded
+(SQLite + local folder in one process), api (GET /api/v1/images at 1,000,000 rows)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import procstat
+from bench.dataset import big_file, dataset
+from bench.report import ratios, table, targets
+
+PARTS = ("e2e", "bigfile", "rclone", "put", "listing", "embedded", "api")
+_NEEDS_SERVERS = {"e2e", "bigfile", "rclone", "put", "api"}
+SMOKE = {
+    "images": 200,
+    "listing_files": 3000,
+    "embedded_images": 100,
+    "api_rows": 20_000,
+    "api_requests": 30,
+    "big_file_mb": 20,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--images", type=int, default=10_000, help="images to import (10,000)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (2)")
+    parser.add_argument("--concurrency", type=int, default=8, help="files per worker (8)")
+    parser.add_argument("--latency-ms", type=float, default=20.0, help="per request (20)")
+    parser.add_argument("--out", type=Path, default=Path("bench/results.json"))
+    parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated: {PARTS}")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, for the test suite")
+    parser.add_argument("--seed", type=int, default=0, help="of the generated images (0)")
+    parser.add_argument("--listing-files", type=int, default=100_000)
+    parser.add_argument("--embedded-images", type=int, default=1000)
+    parser.add_argument("--api-rows", type=int, default=1_000_000)
+    parser.add_argument("--api-requests", type=int, default=300, help="per page measured")
+    parser.add_argument("--big-file-mb", type=int, default=300)
+    parser.add_argument(
+        "--no-pg-fsync",
+        dest="pg_fsync",
+        action="store_false",
+        help="run PostgreSQL without fsync (default: durable, as in production)",
+    )
+    parser.add_argument("--profile", type=Path, help="py-spy the workers into this directory")
+    parser.add_argument("--keep", action="store_true", help="keep the servers' temp directory")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        for name, value in SMOKE.items():
+            setattr(args, name, value)
+    args.parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    unknown = set(args.parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown part(s) {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    report: dict[str, Any] = {
+        "config": {
+            "images": args.images,
+            "workers": args.workers,
+            "concurrency": args.concurrency,
+            "latency_ms": args.latency_ms,
+            "seed": args.seed,
+            "parts": args.parts,
+            "smoke": args.smoke,
+            "pg_fsync": args.pg_fsync,
+        },
+        "machine": procstat.machine(),
+        "load_average_at_start": procstat.load_average(),
+    }
+    results: dict[str, Any] = {}
+    report["results"] = results
+    latency = args.latency_ms / 1000
+    total = args.workers * args.concurrency
+    root = Path(tempfile.mkdtemp(prefix="imageimport-bench-"))
+    stack = None
+    try:
+        images = []
+        if {"e2e", "rclone", "put", "embedded"} & set(args.parts):
+            _say(f"images: {args.images:,} (cached under bench/.cache)")
+            images = dataset(max(args.images, args.embedded_images), args.seed)
+        if _NEEDS_SERVERS & set(args.parts):
+            from bench.stack import start_stack
+
+            stack = start_stack(root / "servers", pg_fsync=args.pg_fsync)
+            report["versions"] = stack.versions()
+        if "e2e" in args.parts:
+            _say("e2e: distributed import")
+            results["e2e"] = _run_e2e(args, stack, images[: args.images], root, latency)
+        if "bigfile" in args.parts:
+            big = big_file(args.big_file_mb, args.seed)
+            _say(f"bigfile: one {big.size / 1e6:,.0f} MB file through one worker")
+            results["bigfile"] = _run_bigfile(args, stack, big, root, latency)
+        if "rclone" in args.parts:
+            from bench.baselines import run_rclone
+
+            _say("rclone: copy from a plain HTTP server")
+            results["rclone"] = run_rclone(
+                stack, images[: args.images], latency, total, root / "rclone"
+            )
+        if "put" in args.parts:
+            from bench.baselines import run_put
+
+            _say("put: bare boto3 PUT loop from disk")
+            results["put"] = run_put(stack, images[: args.images], total)
+        if "listing" in args.parts:
+            from bench.listing import run_listing
+
+            _say(f"listing: {args.listing_files:,} files")
+            results["listing"] = run_listing(args.listing_files, latency, root / "listing")
+        if "embedded" in args.parts:
+            from bench.embedded import run_embedded
+
+            _say(f"embedded: {args.embedded_images:,} images")
+            results["embedded"] = run_embedded(
+                images[: args.embedded_images], latency, args.concurrency, root / "embedded"
+            )
+        if "api" in args.parts:
+            from bench.api import run_api
+
+            _say(f"api: {args.api_rows:,} rows")
+            results["api"] = run_api(stack, args.api_rows, args.api_requests, root / "api")
+    finally:
+        if stack is not None:
+            stack.stop()
+        if args.keep:
+            _say(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    report["ratios"] = ratios(results)
+    report["targets"] = targets(results, report["ratios"])
+    report["load_average_at_end"] = procstat.load_average()
+    report["total_s"] = round(time.monotonic() - started, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(table(report))
+    print(
+        f"total {report['total_s']} s; load average at start "
+        f"{_loads(report['load_average_at_start'])}, at end "
+        f"{_loads(report['load_average_at_end'])}; JSON in {args.out}"
+    )
+    return 0
+
+
+def _run_e2e(args: argparse.Namespace, stack: Any, images: list, root: Path, latency: float) -> Any:
+    from bench.e2e import E2EConfig, run_import
+    from bench.sources import disk_folder, start_drive
+
+    folder = disk_folder("bench", images)
+    drive = start_drive([folder], latency)
+    config = E2EConfig(
+        workers=args.workers,
+        concurrency=args.concurrency,
+        rss_sample_at=1000 if len(images) >= 2000 else max(1, len(images) // 5),
+        timeout_s=max(300.0, len(images) / 5),
+        profile_dir=args.profile,
+    )
+    try:
+        url = stack.database("bench_e2e")
+        return run_import(stack, drive, folder, images, config, root / "e2e", url, "bench-ours")
+    finally:
+        drive.stop()
+
+
+def _run_bigfile(args: argparse.Namespace, stack: Any, big: Any, root: Path, latency: float) -> Any:
+    from bench.e2e import E2EConfig, run_import
+    from bench.sources import disk_folder, start_drive
+
+    folder = disk_folder("bigfile", [big])
+    drive = start_drive([folder], latency)
+    config = E2EConfig(workers=1, concurrency=args.concurrency, rss_sample_at=1, timeout_s=600)
+    try:
+        url = stack.database("bench_bigfile")
+        result = run_import(stack, drive, folder, [big], config, root / "bigfile", url, "bench-big")
+    finally:
+        drive.stop()
+    return result | {"file_mb": round(big.size / 1e6), "width": big.width, "height": big.height}
+
+
+def _say(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def _loads(loads: Any) -> str:
+    return " ".join(f"{v:.2f}" for v in loads)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

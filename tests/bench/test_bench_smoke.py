@@ -1,0 +1,98 @@
+"""The benchmark's smoke run, end to end, so the bench cannot rot: every part runs against
+real servers and reports every metric. No timing is asserted (the machine is shared)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from numbers import Number
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.postgres, pytest.mark.s3, pytest.mark.nats, pytest.mark.timeout(240)]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+EXPECTED: dict[str, tuple[str, ...]] = {
+    "e2e": (
+        "images_per_s",
+        "mb_per_s",
+        "wall_s",
+        "first_image_s",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "peak_rss_mb_max",
+        "peak_rss_mb_at_sample",
+        "worker_cpu_s_per_image",
+        "machine_cpu_s_per_image",
+    ),
+    "bigfile": ("wall_s", "peak_rss_mb_max", "file_mb"),
+    "rclone": ("files_per_s", "mb_per_s", "wall_s", "machine_cpu_s_per_file", "peak_rss_mb"),
+    "put": ("files_per_s", "mb_per_s", "wall_s", "machine_cpu_s_per_file"),
+    "listing": ("files", "requests", "seconds", "files_per_s"),
+    "embedded": ("images", "import_s", "images_per_s", "mb_per_s", "cpu_s_per_image"),
+    "api": (
+        "fill_s",
+        "first_page_p50_ms",
+        "first_page_p99_ms",
+        "middle_page_p50_ms",
+        "middle_page_p99_ms",
+        "last_page_p50_ms",
+        "last_page_p99_ms",
+        "p99_ms_max",
+    ),
+}
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, Number) and not isinstance(value, bool) and value > 0
+
+
+def test_smoke_bench_reports_every_metric(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=220,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    report = json.loads(out.read_text())
+    results = report["results"]
+
+    for part, metrics in EXPECTED.items():
+        for metric in metrics:
+            assert _positive(results[part][metric]), (part, metric, results[part].get(metric))
+
+    # Every file went the whole way, in each contender.
+    images = report["config"]["images"]
+    assert results["e2e"]["states"] == {"done": images}
+    assert results["rclone"]["files"] == results["put"]["files"] == images
+    assert results["bigfile"]["states"] == {"done": 1}
+    # CPU is accounted per party, and adds up.
+    for part, key in (("e2e", "cpu_s_per_image"), ("rclone", "cpu_s_per_file")):
+        parts = results[part][key]
+        assert _positive(parts["all"])
+        assert parts["all"] == pytest.approx(
+            sum(v for k, v in parts.items() if k != "all"), rel=0.05
+        )
+    assert _positive(results["e2e"]["cpu_s_per_image"]["workers"])
+    assert _positive(results["rclone"]["cpu_s_per_file"]["rclone"])
+
+    ratios = report["ratios"]
+    assert _positive(ratios["ours_vs_rclone"])
+    assert _positive(ratios["ours_vs_put"])
+    assert set(report["targets"]) == {
+        "ours_vs_rclone",
+        "ours_vs_put",
+        "peak_rss_mb",
+        "peak_rss_growth",
+        "listing_s",
+        "api_p99_ms",
+    }
+    assert "ours / rclone" in run.stdout
