@@ -235,14 +235,7 @@ def rejected_status(
         ("Listing", "False", "InvalidSpec", "The folder is not listed."),
         ("Importing", "False", "InvalidSpec", "Nothing is imported."),
     ]
-    status: dict[str, Any] = {
-        "phase": "Failed",
-        "message": message,
-        "conditions": _conditions(desired, previous_conditions, generation, now),
-    }
-    if generation is not None:
-        status["observedGeneration"] = generation
-    return status
+    return _unrecorded_status("Failed", message, desired, generation, previous_conditions, now)
 
 
 def waiting_status(
@@ -257,8 +250,20 @@ def waiting_status(
         ("Listing", "False", "NotStarted", "The folder is not listed yet."),
         ("Importing", "False", "NotStarted", "Nothing is imported yet."),
     ]
+    return _unrecorded_status("Pending", message, desired, generation, previous_conditions, now)
+
+
+def _unrecorded_status(
+    phase: str,
+    message: str,
+    desired: list[tuple[str, str, str, str]],
+    generation: int | None,
+    previous_conditions: Sequence[Mapping[str, Any]] | None,
+    now: datetime | None,
+) -> dict[str, Any]:
+    """The status of a resource with no import behind it (yet)."""
     status: dict[str, Any] = {
-        "phase": "Pending",
+        "phase": phase,
         "message": message,
         "conditions": _conditions(desired, previous_conditions, generation, now),
     }
