@@ -21,6 +21,7 @@ export class Lightbox {
     this.original = byId("lightbox-original");
     this.index = -1;
     this.shownId = null;
+    this.opened = false; // open() was called and the close has not been tidied up yet
     this.objectUrls = [];
     this.fetchingMore = false;
 
@@ -46,6 +47,7 @@ export class Lightbox {
     if (!this.dialog.open) {
       this.dialog.showModal();
       document.documentElement.classList.add("has-modal");
+      this.opened = true;
     }
     this.show(index);
     this.closeButton.focus();
@@ -53,15 +55,26 @@ export class Lightbox {
 
   close() {
     if (this.dialog.open) this.dialog.close();
+    // dialog.close() hands focus straight back to the thumbnail that opened the dialog, and
+    // its "close" event only comes a task later (after any key already pressed): tidy up and
+    // move focus to the right thumbnail now, not then.
+    this.onClosed();
   }
 
+  /** Runs once per close, whichever comes first: close() or the "close" event (the dialog
+   * can also be closed by the browser, e.g. a close request such as Android's back). */
   onClosed() {
+    // Already done, or the "close" event of a dialog that has been opened again since.
+    if (this.dialog.open || !this.opened) return;
+    this.opened = false;
     document.documentElement.classList.remove("has-modal");
+    const lastShown = this.shownId;
+    this.shownId = null; // a picture still loading is not shown any more
+    this.index = -1;
     this.releaseObjectUrls();
     this.image.removeAttribute("src");
     // Back to the thumbnail of the image last shown, which may not be the one first opened.
-    if (this.shownId !== null) this.gallery.focusTile(this.shownId);
-    this.index = -1;
+    if (lastShown !== null) this.gallery.focusTile(lastShown);
   }
 
   previous() {
