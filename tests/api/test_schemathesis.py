@@ -8,6 +8,11 @@ from typing import Any
 
 import pytest
 import schemathesis
+
+# Imported here, at a shallow stack: loaded lazily deep inside a fixture, its compilation
+# under pytest's assertion rewriting can hit CPython 3.11.7's "AST constructor recursion
+# depth mismatch" SystemError.
+import schemathesis.specs.openapi.schemas
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
