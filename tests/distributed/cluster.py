@@ -73,7 +73,7 @@ class Cluster:
                 "SOURCE_RETRY_MAX_WAIT_SECONDS": "1",
                 "NATS_ACK_WAIT_SECONDS": "10",
                 "PYTHONUNBUFFERED": "1",
-            "PYTHONFAULTHANDLER": "1",  # SIGABRT dumps every thread's stack into the log
+                "PYTHONFAULTHANDLER": "1",  # SIGABRT dumps every thread's stack into the log
             }
         )
         self.workers: list[subprocess.Popen[bytes]] = []
