@@ -19,17 +19,21 @@ from tests.pipeline.routes import start_route
 from tests.servers import free_port
 
 
-def test_worker_without_nats_url_says_what_is_missing(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "NATS_URL"}
-    done = subprocess.run(
-        [sys.executable, "-m", "imageimport", "worker"],
+def run_cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "imageimport", *args],
         capture_output=True,
         text=True,
         env=env,
-        cwd=tmp_path,
+        cwd=cwd,
         timeout=60,
         check=False,
     )
+
+
+def test_worker_without_nats_url_says_what_is_missing(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "NATS_URL"}
+    done = run_cli(env, tmp_path, "worker")
     assert done.returncode == 2
     assert "needs NATS_URL" in done.stderr
     assert "Traceback" not in done.stderr
@@ -37,15 +41,7 @@ def test_worker_without_nats_url_says_what_is_missing(tmp_path: Path) -> None:
 
 def test_worker_rejects_a_bad_setting_by_name(tmp_path: Path) -> None:
     env = os.environ | {"NATS_URL": "nats://127.0.0.1:1", "MAX_DELIVER": "0"}
-    done = subprocess.run(
-        [sys.executable, "-m", "imageimport", "worker"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
+    done = run_cli(env, tmp_path, "worker")
     assert done.returncode == 2
     assert "MAX_DELIVER" in done.stderr
 
@@ -99,14 +95,6 @@ def test_sigterm_finishes_files_in_hand_and_exits_zero(
 def test_queue_setup_creates_the_consumer(nats_server: Any, tmp_path: Path) -> None:
     purge_stream(nats_server.url)
     env = os.environ | {"NATS_URL": nats_server.url}
-    done = subprocess.run(
-        [sys.executable, "-m", "imageimport", "queue-setup"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=60,
-        check=False,
-    )
+    done = run_cli(env, tmp_path, "queue-setup")
     assert done.returncode == 0, done.stderr
     assert "imageimport-workers" in done.stderr
