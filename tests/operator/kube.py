@@ -266,7 +266,10 @@ class KubeHarness:
         def login(**_: Any) -> kopf.ConnectionInfo:
             return kopf.ConnectionInfo(server=url, insecure=True)
 
-        registry = make_registry(progress_seconds=progress_seconds, login=login)
+        # Finished resources are checked for retries as often as running ones for progress.
+        registry = make_registry(
+            progress_seconds=progress_seconds, resync_seconds=progress_seconds, login=login
+        )
         settings = make_settings()
         # Cancelling the task must never SIGKILL the test process later.
         settings.process.ultimate_exiting_timeout = None

@@ -156,6 +156,54 @@ def test_import_goes_listing_importing_succeeded_and_removal_deletes_its_images(
     assert "Removed" in events_for(stack, uid)
 
 
+def test_a_retry_after_the_end_shows_on_the_resource_until_it_ends_again(
+    stack_factory: Any,
+) -> None:
+    good = [
+        FakeFile(f"ok-{i}.png", make_image(30 + i, 20, "PNG", seed=700 + i), "image/png")
+        for i in range(5)
+    ]
+    whole = make_image(64, 48, "JPEG", seed=799)
+    broken = FakeFile("broken.jpg", whole[: len(whole) // 3], "image/jpeg")
+    stack: Stack = stack_factory(FakeFolder("retried", [*good, broken]))
+    stack.cluster.start_worker(concurrency=2)
+    operator = stack.start_operator()
+
+    uid = stack.create("retried")["metadata"]["uid"]
+    first = stack.wait_for_phase("retried", TERMINAL)["status"]
+    assert first["phase"] == "CompletedWithFailures", first
+    assert first["counters"]["failed"] == 1 and first["counters"]["imported"] == 5
+    assert "completedAt" in first
+
+    # The file is fixed at its source, and its failure retried as POST .../retry does; the
+    # download is slowed so that the resource is seen importing again.
+    broken.content = whole
+    stack.route.faults.add(Fault("slow", path="/drive/v3/files/.+", times=1, delay=2.0))
+    assert operator.importer.retry(first["importId"]) == 1
+    again = stack.wait_for_phase("retried", {"Importing"}, timeout=30)["status"]
+    assert "completedAt" not in again
+    assert again["counters"]["failed"] == 0
+
+    done = stack.wait_for_phase("retried", TERMINAL)["status"]
+    assert done["phase"] == "Succeeded", done
+    assert done["counters"] == {
+        "discovered": 6,
+        "imported": 6,
+        "duplicates": 0,
+        "skipped": 0,
+        "failed": 0,
+    }
+    assert phases(stack.kube.history(NAMESPACE, "retried")) == [
+        "Listing",
+        "Importing",
+        "CompletedWithFailures",
+        "Importing",
+        "Succeeded",
+    ]
+    assert import_rows(stack, uid) == [(done["importId"], "succeeded")]
+    assert "Retrying" in events_for(stack, uid)
+
+
 def test_deleting_mid_import_cancels_the_rest_and_keeps_the_images(stack_factory: Any) -> None:
     stack: Stack = stack_factory(big_folder(60, seed=31, name="cancel me"))
     stack.route.faults.add(Fault("slow", path="/drive/v3/files/.+", times=1, delay=0.5))

@@ -4,6 +4,9 @@
 - create / resume: record the import under the resource's uid and have it listed; write status.
 - a timer every few seconds while the phase is not final: status from the database. Its `when`
   filter turns false once the phase is final, so Kopf stops it for that resource.
+- a slow timer while the phase is final: an import moves on from a final state only when its
+  failed files are retried (POST /api/v1/imports/{id}/retry); it then writes the new phase,
+  which starts the first timer again. It reads one column until the phases differ.
 - delete (with the finalizer `imageimport.dev/finalizer`): cancel what is outstanding, delete
   the images when spec.options.deleteImagesOnRemoval.
 
@@ -32,6 +35,7 @@ from imageimport.operator.kube import GROUP, PLURAL, VERSION
 FINALIZER = "imageimport.dev/finalizer"
 ANNOTATIONS_PREFIX = "imageimport.dev"
 PROGRESS_SECONDS = 3.0
+RESYNC_SECONDS = 30.0
 SECRET_RETRY_SECONDS = 15.0
 
 
@@ -59,6 +63,7 @@ def make_settings() -> kopf.OperatorSettings:
 
 def make_registry(
     progress_seconds: float = PROGRESS_SECONDS,
+    resync_seconds: float = RESYNC_SECONDS,
     login: Callable[..., Any] = kopf.login_via_client,
 ) -> kopf.OperatorRegistry:
     """A registry with every handler. The default login is Kopf's own: the pod's service
@@ -76,12 +81,25 @@ def make_registry(
         when=in_progress,
         registry=registry,
     )(progress)
+    kopf.timer(
+        *resource,
+        id="resync",
+        interval=resync_seconds,
+        initial_delay=resync_seconds,
+        when=finished_import,
+        registry=registry,
+    )(resync)
     kopf.on.delete(*resource, id="remove", registry=registry)(remove)
     return registry
 
 
 def in_progress(status: Mapping[str, Any], **_: Any) -> bool:
     return status.get("phase") not in logic.TERMINAL_PHASES
+
+
+def finished_import(status: Mapping[str, Any], **_: Any) -> bool:
+    """Final, with an import behind it (a rejected spec has none: nothing can reopen it)."""
+    return status.get("phase") in logic.TERMINAL_PHASES and bool(status.get("importId"))
 
 
 # -- handlers ------------------------------------------------------------------------------------
@@ -150,6 +168,25 @@ def progress(
     _announce(body, status, new)
 
 
+def resync(
+    meta: Mapping[str, Any],
+    status: Mapping[str, Any],
+    body: Any,
+    patch: kopf.Patch,
+    memo: Any,
+    **_: Any,
+) -> None:
+    context: OperatorContext = memo.context
+    import_id = status["importId"]
+    if logic.phase_of(context.runtime, import_id) == status.get("phase"):
+        return
+    new = logic.status_for(
+        context.runtime, import_id, meta.get("generation"), status.get("conditions")
+    )
+    _write(patch, status, new)
+    _announce(body, status, new)
+
+
 def remove(spec: Mapping[str, Any], uid: str, body: Any, memo: Any, **_: Any) -> None:
     context: OperatorContext = memo.context
     delete_images = bool((spec.get("options") or {}).get("deleteImagesOnRemoval"))
@@ -200,7 +237,9 @@ def _announce(body: Any, old: Mapping[str, Any], new: Mapping[str, Any]) -> None
     if old.get("phase") == phase:
         return
     message = new["message"]
-    if phase == "Importing":
+    if old.get("phase") in logic.TERMINAL_PHASES and phase not in logic.TERMINAL_PHASES:
+        kopf.info(body, reason="Retrying", message="Failed files are tried again. " + message)
+    elif phase == "Importing":
         kopf.info(body, reason="Importing", message="The folder is listed. " + message)
     elif phase == "Succeeded":
         kopf.info(body, reason="Succeeded", message=message)

@@ -171,6 +171,13 @@ def import_id_for(runtime: Runtime, uid: str) -> str | None:
 # -- status ------------------------------------------------------------------------------------
 
 
+def phase_of(runtime: Runtime, import_id: str) -> str | None:
+    """The import's phase, from its one row (cheap enough to poll for every resource)."""
+    with runtime.session() as session:
+        state = session.scalar(select(Import.state).where(Import.id == import_id))
+    return PHASES[state] if state is not None else None
+
+
 def rfc3339(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)  # SQLite hands back naive UTC datetimes
