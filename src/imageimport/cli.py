@@ -78,7 +78,8 @@ def _fail(error: ImageImportError, code: int = 2) -> typer.Exit:
 
 def _print_error(message: str) -> None:
     # Messages quote links and names strangers chose: no markup, no control characters.
-    console.print(f"[red]Error:[/red] {escape(_printable(message))}")
+    # One line however long (soft_wrap): logs and scripts see the sentence whole.
+    console.print(f"[red]Error:[/red] {escape(_printable(message))}", soft_wrap=True)
 
 
 @app.callback()
@@ -266,13 +267,23 @@ def operator_(
         int | None,
         typer.Option(help="Peering priority; the highest live replica works. Default: random."),
     ] = None,
+    peering_lifetime: Annotated[
+        int,
+        typer.Option(
+            min=2,
+            help="Seconds a replica counts as alive after its last keep-alive: how long the "
+            "others wait before taking over from one that died.",
+        ),
+    ] = 60,
 ) -> None:
     """Run the Kubernetes operator: list each ImageImport's folder for the workers and keep its
     status up to date, until SIGTERM/SIGINT (needs PostgreSQL and NATS)."""
     from imageimport.operator.run import OperatorOptions, run_operator
 
     settings = _settings()
-    options = OperatorOptions(tuple(namespace or ()), all_namespaces, peering, standalone, priority)
+    options = OperatorOptions(
+        tuple(namespace or ()), all_namespaces, peering, standalone, priority, peering_lifetime
+    )
     try:
         run_operator(settings, options)
     except ImageImportError as error:
@@ -290,7 +301,12 @@ def queue_setup() -> None:
         console.print("[red]Error:[/red] queue-setup needs NATS_URL.")
         raise typer.Exit(2)
     try:
-        NatsQueue(settings.nats_url, settings.max_deliver, settings.nats_ack_wait_seconds).close()
+        NatsQueue(
+            settings.nats_url,
+            settings.max_deliver,
+            settings.nats_ack_wait_seconds,
+            connect_timeout=settings.nats_connect_timeout_seconds,
+        ).close()
     except ImageImportError as error:
         raise _fail(error, code=1) from None
     console.print(f"Stream {STREAM} and consumer {DURABLE} are ready.")

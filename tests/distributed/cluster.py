@@ -77,17 +77,25 @@ class Cluster:
             }
         )
         self.workers: list[subprocess.Popen[bytes]] = []
+        self._log_paths: dict[int, Path] = {}
         self.engine = create_engine(database_url)
 
     def command(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
-        log = open(self.tmp / f"{args[0]}-{len(self.workers)}-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
-        return subprocess.Popen(
+        path = self.tmp / f"{args[0]}-{len(self.workers)}-{time.monotonic_ns()}.log"
+        log = open(path, "wb")  # noqa: SIM115
+        process = subprocess.Popen(
             [sys.executable, "-m", "imageimport", "-v", *args],
             env=self.env | env,
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.tmp,
         )
+        self._log_paths[process.pid] = path
+        return process
+
+    def log_of(self, process: subprocess.Popen[bytes]) -> str:
+        """Everything a process started by `command` has printed so far."""
+        return self._log_paths[process.pid].read_text(errors="replace")
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -60,6 +60,7 @@ class Stack:
     settings: Settings
     tmp: Path
     operators: list[InProcessOperator] = field(default_factory=list)
+    processes: list[Any] = field(default_factory=list)
 
     @property
     def custom_objects(self) -> Any:
@@ -76,19 +77,23 @@ class Stack:
         self.kube.start_operator(memo, [NAMESPACE], progress_seconds)
         return operator
 
-    def operator_process(self) -> Any:
-        """`imageimport operator` as its own process, logged in through a kubeconfig."""
+    def operator_process(self, *options: str, standby: bool = False) -> Any:
+        """`imageimport operator` as its own process, logged in through a kubeconfig; a
+        single replica (--standalone) unless peering options are given. Returns once it
+        watches ImageImports, or at once for a `standby` (a paused replica watches none)."""
         kubeconfig = self.kube.write_kubeconfig(self.tmp / "kubeconfig")
         already = self.kube.watch_requests()
         process = self.cluster.command(
             "operator",
             "--namespace",
             NAMESPACE,
-            "--standalone",
+            *(options or ("--standalone",)),
             KUBECONFIG=str(kubeconfig),
             HEALTH_PORT=str(free_port()),
         )
-        self.kube.wait_for_watch(already, timeout=60)
+        self.processes.append(process)
+        if not standby:
+            self.kube.wait_for_watch(already, timeout=60)
         return process
 
     def create(self, name: str, options: dict[str, Any] | None = None, **spec: Any) -> Any:
@@ -130,6 +135,10 @@ class Stack:
         return found
 
     def close(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(30)
         self.kube.stop_operators()
         for operator in self.operators:
             operator.close()

@@ -34,6 +34,11 @@ T = TypeVar("T")
 GROUP, VERSION, PLURAL = "imageimport.dev", "v1alpha1", "imageimports"
 RESOURCE = f"{GROUP}/{VERSION}/{PLURAL}"
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "imageimports.yaml"
+# Kopf's own, shipped in the chart: where operator replicas find each other.
+PEERING_CRD_FILE = (
+    Path(__file__).resolve().parents[2] / "charts" / "imageimport" / "crds" / "kopfpeerings.yaml"
+)
+PEERING_RESOURCE = "kopf.dev/v1/kopfpeerings"
 
 
 class Emulator(kmock.KubernetesEmulator):
@@ -96,9 +101,9 @@ class Emulator(kmock.KubernetesEmulator):
             meta["resourceVersion"] = self._next_version()
 
 
-def crd_resource_info() -> kmock.ResourceInfo:
-    """Discovery information taken from the project's own CRD."""
-    crd = yaml.safe_load(CRD_FILE.read_text())
+def crd_resource_info(path: Path = CRD_FILE) -> kmock.ResourceInfo:
+    """Discovery information taken from a CustomResourceDefinition file."""
+    crd = yaml.safe_load(path.read_text())
     names = crd["spec"]["names"]
     return kmock.ResourceInfo(
         kind=names["kind"],
@@ -107,7 +112,9 @@ def crd_resource_info() -> kmock.ResourceInfo:
         shortnames=names.get("shortNames", []),
         categories=names.get("categories", []),
         verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
-        subresources={"status"},
+        subresources={
+            name for version in crd["spec"]["versions"] for name in version.get("subresources", {})
+        },
     )
 
 
@@ -141,6 +148,7 @@ class KubeHarness:
         await self._server.__aenter__()
         self.emulator.resources.load_bundled()
         self.emulator.resources[RESOURCE] = crd_resource_info()
+        self.emulator.resources[PEERING_RESOURCE] = crd_resource_info(PEERING_CRD_FILE)
 
     @property
     def url(self) -> str:

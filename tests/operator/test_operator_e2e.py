@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import signal
+import time
 from typing import Any
 
 import pytest
@@ -275,6 +276,74 @@ def test_operator_killed_mid_listing_resumes_without_duplicates(stack_factory: A
     with stack.cluster.engine.connect() as connection:
         assert connection.scalar(select(func.count()).select_from(ImportItem)) == 300
         assert connection.scalar(select(func.count()).select_from(Image)) == 300
+
+
+def test_two_peered_operators_one_works_the_other_takes_over_when_it_dies(
+    stack_factory: Any,
+) -> None:
+    folder = FakeFolder("peered", [big_folder(40, seed=n, name=f"part-{n}") for n in range(61, 66)])
+    stack: Stack = stack_factory(folder)
+    stack.route.faults.add(Fault("slow", path="/drive/v3/files", times=100, delay=1.0))
+    stack.custom_objects.create_namespaced_custom_object(
+        "kopf.dev",
+        "v1",
+        NAMESPACE,
+        "kopfpeerings",
+        {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "imageimport"}},
+    )
+
+    def peering(priority: int, standby: bool = False) -> Any:
+        return stack.operator_process(
+            *("--peering", "imageimport", "--priority", str(priority), "--peering-lifetime", "4"),
+            standby=standby,
+        )
+
+    def live_peers() -> dict[str, Any]:
+        found = stack.kube.get(NAMESPACE, "imageimport", "kopf.dev/v1/kopfpeerings") or {}
+        return {k: v for k, v in (found.get("status") or {}).items() if v}
+
+    # Replicas start paused; a replica resumes once it sees no live one above it.
+    resumed = "Resuming operations after the pause"
+    leader = peering(200)
+    standby = peering(100, standby=True)
+    deadline = time.monotonic() + 30
+    while len(live_peers()) < 2:
+        assert time.monotonic() < deadline, (live_peers(), stack.cluster.log_of(standby))
+        time.sleep(0.1)
+    assert sorted(peer["priority"] for peer in live_peers().values()) == [100, 200]
+    assert resumed in stack.cluster.log_of(leader)
+    stack.cluster.start_worker()
+
+    uid = stack.create("peered")["metadata"]["uid"]
+    stack.wait_for(
+        "peered",
+        lambda obj: (
+            bool(obj)
+            and obj.get("status", {}).get("phase") == "Listing"
+            and listed_items(stack, uid) >= 40
+        ),
+    )
+    # Only the leader has handled the resource so far; the standby stayed paused.
+    assert "Handler 'start' succeeded" in stack.cluster.log_of(leader)
+    assert "Handler 'start'" not in stack.cluster.log_of(standby)
+    assert resumed not in stack.cluster.log_of(standby)
+    leader.send_signal(signal.SIGKILL)
+    leader.wait()
+    [(import_id, state)] = import_rows(stack, uid)
+    assert state == "listing"
+
+    done = stack.wait_for_phase("peered", TERMINAL, timeout=120)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    assert done["status"]["counters"]["imported"] == 200
+    assert done["status"]["importId"] == import_id
+    assert import_rows(stack, uid) == [(import_id, "succeeded")]
+    standby_log = stack.cluster.log_of(standby)
+    assert resumed in standby_log
+    assert "Handler 'resume' succeeded" in standby_log
+    # Listed by both, published once per file.
+    assert stream_last_sequence(stack.cluster.nats_url) == 200
+    with stack.cluster.engine.connect() as connection:
+        assert connection.scalar(select(func.count()).select_from(Image)) == 200
 
 
 def test_a_spec_that_cannot_work_fails_at_once_and_records_nothing(stack_factory: Any) -> None:

@@ -25,6 +25,7 @@ class OperatorOptions:
     peering: str | None = None  # a KopfPeering name; None: Kopf's default ("default", if any)
     standalone: bool = False
     priority: int | None = None
+    peering_lifetime: int = 60  # seconds; Kopf's default
 
 
 def check_settings(settings: Settings) -> None:
@@ -89,9 +90,11 @@ def run_operator(settings: Settings, options: OperatorOptions) -> None:
             "serving ImageImports in %s",
             ", ".join(namespaces) if namespaces else "all namespaces",
         )
+        kopf_settings = make_settings()
+        kopf_settings.peering.lifetime = options.peering_lifetime
         kopf.run(
             registry=make_registry(),
-            settings=make_settings(),
+            settings=kopf_settings,
             standalone=options.standalone or None,
             peering_name=options.peering,
             priority=priority,
