@@ -244,6 +244,34 @@ SETTINGS_ENV_NAMES = {
 
 
 @pytest.mark.parametrize("name", INSTALLED)
+def test_every_command_the_chart_runs_is_one_the_cli_accepts(
+    name: str, rendered: dict[str, Rendered]
+) -> None:
+    import typer
+
+    from imageimport.cli import app
+
+    cli: Any = typer.main.get_command(app)  # a group of commands (typer's own click)
+    commands = 0
+    for workload, spec in pod_specs(rendered[name]):
+        for each in [*spec.get("initContainers", []), *spec["containers"]]:
+            if not ours(each) or "command" in each:
+                continue
+            args = each.get("args", [])
+            where = f"{name}: {workload['metadata']['name']}/{each['name']} {args}"
+            with cli.make_context("imageimport", list(args), resilient_parsing=False) as context:
+                command_name, command, rest = cli.resolve_command(context, list(args))
+                assert command is not None, where
+                # Parsing only: a wrong option or value is a usage error (exit code 2).
+                try:
+                    command.make_context(command_name, rest, parent=context)
+                except Exception as error:
+                    pytest.fail(f"{where}: {error}")
+            commands += 1
+    assert commands >= 3  # api, worker, operator at least
+
+
+@pytest.mark.parametrize("name", INSTALLED)
 def test_the_settings_the_chart_sets_are_settings_the_app_accepts(
     name: str, rendered: dict[str, Rendered], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -448,6 +476,7 @@ def test_the_operator_runs_with_peering_in_its_namespaces(
     peerings = variant.of_kind("KopfPeering")
     if peering:
         assert f"--peering={variant.fullname}" in args
+        assert "--peering-lifetime=60" in args
         assert sorted(p["metadata"]["namespace"] for p in peerings) == sorted(watched)
         assert operator["spec"]["strategy"]["type"] == "RollingUpdate"
     else:
