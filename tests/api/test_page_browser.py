@@ -527,3 +527,55 @@ def test_cancel_a_running_import(browser: Any, tmp_path: Path) -> None:
         assert imported < 40
         assert trouble == []
         context.close()
+
+
+def test_the_gallery_places_an_image_that_was_committed_late(browser: Any, tmp_path: Path) -> None:
+    """Workers commit concurrently: an image can become visible after one with a higher id was
+    already shown. The gallery's listings miss the middle image until it is "committed"."""
+    folder = FakeFolder(
+        "Late commit",
+        [FakeFile(f"late-{i}.png", make_image(50 + i, 40, "PNG", seed=60 + i)) for i in range(3)],
+    )
+    with serve(tmp_path, folder) as server:
+        started = server.api("POST", "/api/v1/imports", json={"url": server.folder_url}).json()
+        deadline = time.monotonic() + 60
+        while server.api("GET", f"/api/v1/imports/{started['id']}").json()["state"] != (
+            "succeeded"
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        ids = [image["id"] for image in server.api("GET", "/api/v1/images").json()["items"]]
+        assert len(ids) == 3
+        late = ids[1]
+
+        context = browser.new_context(viewport={"width": 1100, "height": 900})
+        page = context.new_page()
+        trouble = _watch_for_trouble(page)
+        committed = False
+
+        def listing(route: Any) -> None:
+            response = route.fetch()
+            body = response.json()
+            if not committed:
+                body["items"] = [image for image in body["items"] if image["id"] != late]
+            route.fulfill(response=response, json=body)
+
+        page.route(re.compile(r".*/api/v1/images(\?.*)?$"), listing)
+        page.goto(server.base + "/")
+        tiles = page.locator("#gallery-grid button.thumb")
+        expect(tiles).to_have_count(2)
+        page.wait_for_timeout(500)
+        expect(tiles).to_have_count(2)
+
+        # Importing the folder again finds only duplicates, which refreshes the gallery.
+        committed = True
+        page.locator("#folder-url").fill(server.folder_url)
+        page.locator("#import-submit").click()
+        expect(page.locator("#progress-state")).to_have_attribute(
+            "data-state", "succeeded", timeout=IMPORT_TIMEOUT_MS
+        )
+        expect(tiles).to_have_count(3)
+        shown = tiles.evaluate_all("(buttons) => buttons.map((b) => b.dataset.id)")
+        assert shown == [str(i) for i in ids]
+        assert trouble == []
+        context.close()

@@ -111,24 +111,35 @@ export class Gallery {
     try {
       const page = await api.listImages({ importId: this.importId });
       if (generation !== this.generation || this.loading) return undefined;
-      const newestShown = Number(this.items[0].id);
-      const fresh = page.items.filter((image) => Number(image.id) > newestShown);
+      // Not just ids above the newest shown: workers commit concurrently, so an image can
+      // appear after one with a higher id was already shown.
+      const shown = new Set(this.items.map((image) => String(image.id)));
+      const fresh = page.items.filter((image) => !shown.has(String(image.id)));
       // A whole page of new images may hide a gap behind it: start over rather than guess.
       if (fresh.length === page.items.length && page.next_cursor) return this.reload();
-      if (fresh.length > 0) {
-        this.items.unshift(...fresh);
-        this.grid.prepend(...fresh.map((image) => this.tile(image)));
-        this.renderStatus(false);
-      }
+      for (const image of fresh) this.insert(image);
+      if (fresh.length > 0) this.renderStatus(false);
     } catch {
       // The next update or a reload will try again; the shown images are still right.
     }
     return undefined;
   }
 
+  /** One image in its place: the grid is ordered newest (highest id) first. */
+  insert(image) {
+    const id = Number(image.id);
+    let at = this.items.findIndex((shown) => Number(shown.id) < id);
+    if (at === -1) at = this.items.length;
+    this.items.splice(at, 0, image);
+    this.grid.insertBefore(this.tile(image), this.grid.children[at] ?? null);
+  }
+
   add(images) {
-    this.items.push(...images);
-    this.grid.append(...images.map((image) => this.tile(image)));
+    // A later page can repeat an image the refresh already put in place.
+    const shown = new Set(this.items.map((image) => String(image.id)));
+    const fresh = images.filter((image) => !shown.has(String(image.id)));
+    this.items.push(...fresh);
+    this.grid.append(...fresh.map((image) => this.tile(image)));
   }
 
   tile(image) {
