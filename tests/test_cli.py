@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -141,3 +142,72 @@ def test_console_script_runs(clean_env: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
+
+
+# -- an unreachable NATS ----------------------------------------------------------------------
+
+DRIVE_FOLDER = "https://drive.google.com/drive/folders/1AbCdEfGhIjKlMnOpQrStUvWxYz012345"
+CLOSED_NATS = "nats://imageimport:nats-secret-9931@127.0.0.1:1"  # nothing listens on port 1
+
+
+def _run_against_closed_nats(
+    cwd: Path, *args: str, **env: str
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    from imageimport.settings import Settings
+
+    names = {name.upper() for name in Settings.model_fields}
+    base = {k: v for k, v in os.environ.items() if k not in names}
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "imageimport", *args],
+        capture_output=True,
+        text=True,
+        env=base | {"NATS_URL": CLOSED_NATS} | env,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
+    return done, time.monotonic() - started
+
+
+def _assert_one_clear_line(done: subprocess.CompletedProcess[str]) -> None:
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert "Traceback" not in output
+    assert done.stderr.strip().splitlines() == [
+        "Error: Cannot connect to NATS at nats://***@127.0.0.1:1 within 1 seconds "
+        "(connection refused); check NATS_URL and that the NATS server is running and "
+        "reachable from here."
+    ]
+    assert "nats-secret-9931" not in output
+
+
+def test_queue_setup_against_a_closed_port_fails_within_the_default_deadline(
+    clean_env: Path,
+) -> None:
+    done, elapsed = _run_against_closed_nats(clean_env, "queue-setup")
+    assert done.returncode == 1
+    assert "Traceback" not in done.stdout + done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("Error: Cannot connect to NATS at nats://***@127.0.0.1:1 within 10 ")
+    assert "NATS_URL" in line
+    assert "nats-secret-9931" not in line
+    assert elapsed < 20  # NATS_CONNECT_TIMEOUT_SECONDS=10 by default, not 40 s or forever
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["queue-setup"], id="queue-setup"),
+        pytest.param(["import", DRIVE_FOLDER, "--detach"], id="import-detach"),
+        pytest.param(["import", DRIVE_FOLDER], id="import-distributed"),
+        pytest.param(["api", "--port", "1"], id="api"),
+        pytest.param(["serve", "--port", "1"], id="serve"),
+    ],
+)
+def test_commands_against_a_closed_nats_port_end_with_one_clear_line(
+    clean_env: Path, args: list[str]
+) -> None:
+    done, elapsed = _run_against_closed_nats(clean_env, *args, NATS_CONNECT_TIMEOUT_SECONDS="1")
+    _assert_one_clear_line(done)
+    assert elapsed < 10

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     # Queue: NATS JetStream when NATS_URL is set, in-process otherwise.
     nats_url: str | None = None
     nats_ack_wait_seconds: float = Field(default=60.0, ge=5)
+    # How long the first connection may take; once connected, outages are waited out.
+    nats_connect_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # Source credentials; each one switches its provider from the public route to the API.
     google_api_key: SecretStr | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,42 @@ def test_readyz_checks_nats(
     problem = assert_problem(response, 503, "not-ready")
     assert problem["checks"]["queue"] != "ok"
     assert problem["checks"]["database"] == problem["checks"]["store"] == "ok"
+
+
+@sqlite_only
+@pytest.mark.timeout(90)
+def test_readyz_says_at_once_that_nats_is_unreachable_and_recovers(
+    api_settings: Callable[..., Settings], nats_server: Any
+) -> None:
+    if nats_server.external:
+        pytest.skip("stops and starts the server")
+    settings = api_settings(nats_url=nats_server.url, nats_connect_timeout_seconds=1)
+    with TestClient(create_app(settings, local_workers=False)) as client:
+        nats_server.stop()
+        try:
+            # Down for longer than the first connection's deadline: the API waits it out.
+            time.sleep(2)
+            deadline = time.monotonic() + 15
+            while True:
+                started = time.monotonic()
+                response = client.get("/readyz")
+                answered_in = time.monotonic() - started
+                queue = response.json().get("checks", {}).get("queue")
+                if queue != "ok" and "did not answer" not in queue:
+                    break
+                assert time.monotonic() < deadline, response.text
+                time.sleep(0.1)
+        finally:
+            nats_server.start()
+        problem = assert_problem(response, 503, "not-ready")
+        assert queue == f"NATS at {nats_server.url} is unreachable (reconnecting)."
+        assert answered_in < 1  # not the check's timeout, nor NATS's request timeout
+        assert problem["checks"]["database"] == problem["checks"]["store"] == "ok"
+
+        deadline = time.monotonic() + 20
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "the queue never became ready again"
+            time.sleep(0.2)
 
 
 @sqlite_only

@@ -98,3 +98,49 @@ def test_queue_setup_creates_the_consumer(nats_server: Any, tmp_path: Path) -> N
     done = run_cli(env, tmp_path, "queue-setup")
     assert done.returncode == 0, done.stderr
     assert "imageimport-workers" in done.stderr
+
+
+def test_worker_waits_for_an_unreachable_nats_and_says_so(tmp_path: Path) -> None:
+    """Dependencies may come up after the worker: it keeps trying, unready, one clear line
+    per attempt (no traceback), and still stops cleanly on SIGTERM meanwhile."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "S3_BUCKET")} | {
+        "NATS_URL": "nats://imageimport:nats-secret-4417@127.0.0.1:1",  # nothing listens
+        "NATS_CONNECT_TIMEOUT_SECONDS": "1",
+        "HEALTH_PORT": str(port),
+    }
+    log_path = tmp_path / "worker.log"
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "imageimport", "worker"],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        expected = (
+            "WARNING imageimport.worker.service: waiting for NATS: Cannot connect to NATS at "
+            "nats://***@127.0.0.1:1 within 1 seconds (connection refused); check NATS_URL and "
+            "that the NATS server is running and reachable from here."
+        )
+        deadline = time.monotonic() + 20
+        while log_path.read_text().count(expected) < 2:
+            assert worker.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        assert (health.status_code, health.json()) == (503, {"status": "unhealthy"})
+        assert worker.poll() is None  # still waiting, not crashed
+
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(15) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    output = log_path.read_text()
+    assert "Traceback" not in output
+    assert "nats-secret-4417" not in output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert all(expected in line for line in lines if "NATS" in line), output

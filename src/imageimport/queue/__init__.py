@@ -14,7 +14,10 @@ def make_queue(settings: Settings) -> JobQueue:
         from imageimport.queue.nats import NatsQueue
 
         return NatsQueue(
-            settings.nats_url, settings.max_deliver, ack_wait_seconds=settings.nats_ack_wait_seconds
+            settings.nats_url,
+            settings.max_deliver,
+            ack_wait_seconds=settings.nats_ack_wait_seconds,
+            connect_timeout=settings.nats_connect_timeout_seconds,
         )
     from imageimport.queue.memory import MemoryQueue
 

@@ -8,7 +8,9 @@ class offers the same blocking interface as the in-process queue."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import threading
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
@@ -17,9 +19,10 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext, api
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from imageimport.errors import ConfigError, TransientError
 from imageimport.queue.base import Delivery, Job, JobQueue
@@ -33,6 +36,8 @@ SUBJECT = "imageimport.items"
 DURABLE = "imageimport-workers"
 # Long enough that a planner restarted after a crash finds its earlier messages.
 DUPLICATE_WINDOW_SECONDS = 30 * 60
+# The longest wait for one TCP connection (and TLS handshake) to a server.
+ATTEMPT_TIMEOUT_SECONDS = 10.0
 
 
 class NatsQueue(JobQueue):
@@ -57,35 +62,98 @@ class NatsQueue(JobQueue):
         self._js: JetStreamContext | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
         self._closing = False
+        # While the first connection is being made: the last error, and whether the server
+        # refused the credentials (no point in trying again then).
+        self._connected = False
+        self._connect_error: BaseException | None = None
+        self._refusal: BaseException | None = None
+        self._refused = asyncio.Event()
         try:
-            self._call(self._connect(connect_timeout), timeout=connect_timeout + 30)
+            # _connect keeps to its own deadlines; this one only guards against a hang.
+            self._call(self._connect(connect_timeout), timeout=connect_timeout + 60)
+        except TimeoutError:
+            self.close()
+            raise TransientError(
+                f"NATS at {redact_url(url)} did not finish setting up the queue; check "
+                "NATS_URL and that the NATS server (with JetStream) is healthy."
+            ) from None
         except Exception:
             self.close()
             raise
 
     def _call(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
-
-    async def _connect(self, timeout: float) -> None:
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         try:
-            self._nc = await nats.connect(
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()  # no coroutine left running on the loop after we gave up on it
+            raise
+
+    async def _connect(self, deadline: float) -> None:
+        """Connect within `deadline` seconds, or raise an error that says what to check.
+
+        Once connected, the client reconnects forever (outages end; workers wait them out).
+        nats-py applies that limit to the first connection too, so a wrong NATS_URL would
+        retry forever: the first connection gets a deadline of its own instead."""
+        url = redact_url(self.url)
+        self._nc = Client()
+        connecting = asyncio.ensure_future(
+            self._nc.connect(
                 self.url,
-                connect_timeout=timeout,
+                connect_timeout=min(deadline, ATTEMPT_TIMEOUT_SECONDS),
                 allow_reconnect=True,
-                max_reconnect_attempts=-1,  # outages end; workers wait them out
+                max_reconnect_attempts=-1,
                 reconnect_time_wait=1,
                 error_cb=self._on_error,
                 disconnected_cb=self._on_disconnect,
                 reconnected_cb=self._on_reconnect,
             )
+        )
+        refused = asyncio.ensure_future(self._refused.wait())
+        try:
+            await asyncio.wait(
+                {connecting, refused}, timeout=deadline, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            refused.cancel()
+            if not connecting.done():
+                connecting.cancel()
+                with contextlib.suppress(BaseException):
+                    await connecting
+        if self._refused.is_set():
+            raise ConfigError(
+                f"NATS at {url} refused the connection ({_reason(self._refusal)}); "
+                "check the credentials in NATS_URL."
+            )
+        if connecting.cancelled():
+            raise TransientError(
+                f"Cannot connect to NATS at {url} within {deadline:g} seconds "
+                f"({_reason(self._connect_error)}); check NATS_URL and that the NATS server "
+                "is running and reachable from here."
+            )
+        error = connecting.exception()
+        if error is not None:
+            # Every network error is retried until the deadline: what is left is the URL.
+            raise ConfigError(
+                f"NATS_URL ({url}) is not a usable NATS URL ({_reason(error)}); "
+                "it should look like nats://host:4222."
+            ) from error
+        self._connected = True
+        try:
+            self._js = self._nc.jetstream(timeout=10)
+            await self._ensure_stream()
+            await self._ensure_consumer()
+            self._sub = await self._js.pull_subscribe_bind(DURABLE, STREAM)
+        except (ServiceUnavailableError, NoRespondersError) as error:
+            raise TransientError(
+                f"NATS at {url} answers but JetStream does not; check that the server runs "
+                "with JetStream enabled (nats-server --jetstream) and has finished starting."
+            ) from error
         except (TimeoutError, OSError, NatsError) as error:
             raise TransientError(
-                f"Cannot connect to NATS at {redact_url(self.url)}: {error}"
+                f"Setting up the JetStream stream on NATS at {url} failed ({_reason(error)}); "
+                "check that the NATS server is healthy."
             ) from error
-        self._js = self._nc.jetstream(timeout=10)
-        await self._ensure_stream()
-        await self._ensure_consumer()
-        self._sub = await self._js.pull_subscribe_bind(DURABLE, STREAM)
 
     async def _ensure_stream(self) -> None:
         assert self._js is not None
@@ -125,7 +193,15 @@ class NatsQueue(JobQueue):
         await self._js.add_consumer(STREAM, config)
 
     async def _on_error(self, error: Exception) -> None:
-        log.warning("NATS: %s", error)
+        if self._connected:
+            log.warning("NATS: %s", error)
+            return
+        # The first connection reports its last error once, when it gives up.
+        log.debug("NATS: connecting to %s: %r", redact_url(self.url), error)
+        self._connect_error = error
+        if _is_refusal(error) and self._refusal is None:
+            self._refusal = error  # the reset of the connection that follows says less
+            self._refused.set()
 
     async def _on_disconnect(self) -> None:
         if not self._closing:
@@ -176,8 +252,17 @@ class NatsQueue(JobQueue):
 
     def pending_count(self) -> int:
         """Messages not yet delivered plus those delivered but not acked."""
-        assert self._js is not None
-        info = self._call(self._js.consumer_info(STREAM, DURABLE), timeout=30)
+        assert self._js is not None and self._nc is not None
+        url = redact_url(self.url)
+        if not self._nc.is_connected:
+            # Asking would wait out the request timeout: say so at once.
+            raise TransientError(f"NATS at {url} is unreachable (reconnecting).")
+        try:
+            info = self._call(self._js.consumer_info(STREAM, DURABLE), timeout=30)
+        except (TimeoutError, OSError, NatsError) as error:
+            raise TransientError(
+                f"NATS at {url} did not say how much work is queued ({_reason(error)})."
+            ) from error
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
     def close(self) -> None:
@@ -191,6 +276,26 @@ class NatsQueue(JobQueue):
                 log.debug("NATS close failed", exc_info=True)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+
+
+def _reason(error: BaseException | None) -> str:
+    """A few words on why a connection failed, without a traceback's worth of detail."""
+    if error is None or isinstance(error, TimeoutError | NatsTimeoutError):
+        return "no answer"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, socket.gaierror):
+        return f"unknown host: {error.strerror}" if error.strerror else "unknown host"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__
+
+
+def _is_refusal(error: BaseException) -> bool:
+    """The server turned the credentials down: trying again cannot help."""
+    text = str(error).lower()
+    return isinstance(error, nats.errors.AuthorizationError) or "authorization violation" in text
 
 
 class NatsDelivery(Delivery):

@@ -51,6 +51,7 @@ def run_worker(settings: Settings, concurrency: int, health_host: str = "0.0.0.0
                 settings.nats_url or "",
                 settings.max_deliver,
                 ack_wait_seconds=settings.nats_ack_wait_seconds,
+                connect_timeout=settings.nats_connect_timeout_seconds,
             ),
         )
         if queue is None:
