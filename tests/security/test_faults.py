@@ -15,16 +15,21 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import urlsplit
 
 import pytest
+from botocore.awsrequest import AWSPreparedRequest, AWSResponse
+from moto import mock_aws
 from sqlalchemy import create_engine, select
 
 from imageimport.db.models import TERMINAL_IMPORT_STATES, Import, ImportItem
 from imageimport.pipeline import process
 from imageimport.settings import Settings
 from imageimport.storage.local import LocalStore
+from imageimport.storage.s3 import S3Store
 from tests.distributed.cluster import purge_stream
 from tests.fakes.folder import FakeFile, FakeFolder, make_image
 from tests.security.conftest import SettingsFactory, imported, items_by_path, serve_route
@@ -64,6 +69,106 @@ def test_a_full_object_store_fails_items_with_a_clear_reason(
         )
     # Tried MAX_DELIVER times each, then left alone: no loop.
     assert sorted(writes.values()) == [3] * len(PICTURES)
+
+
+def _s3_error(code: str, message: str) -> bytes:
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+        f"<Message>{message}</Message><Resource>/bucket/key</Resource>"
+        "<RequestId>1</RequestId></Error>"
+    ).encode()
+
+
+class _Body:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self.data
+
+
+def _s3_answers_uploads_with(
+    monkeypatch: pytest.MonkeyPatch, status: int, body: bytes
+) -> Counter[str]:
+    """Every PutObject of every S3Store gets this answer, parsed by botocore like one from a
+    real server; returns the count of uploads per object path."""
+    uploads: Counter[str] = Counter()
+
+    def answer(request: AWSPreparedRequest, **_: Any) -> AWSResponse:
+        uploads[urlsplit(request.url).path] += 1
+        headers = {"Content-Type": "application/xml", "Content-Length": str(len(body))}
+        return AWSResponse(request.url, status, headers, _Body(body))
+
+    created = S3Store.__init__
+
+    def init(self: S3Store, *args: Any, **kwargs: Any) -> None:
+        created(self, *args, **kwargs)
+        # First, so it answers before moto does.
+        self.client.meta.events.register_first("before-send.s3.PutObject", answer)
+
+    monkeypatch.setattr(S3Store, "__init__", init)
+    return uploads
+
+
+def _moto_settings(make_settings: SettingsFactory, **overrides: Any) -> Settings:
+    return make_settings(
+        s3_bucket="the-bucket",
+        s3_access_key_id="moto-access-key",
+        s3_secret_access_key="moto-secret-key",
+        **overrides,
+    )
+
+
+@pytest.mark.timeout(60)
+def test_a_full_s3_store_fails_items_with_a_clear_reason(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MinIO's answer when its disks are full."""
+    full = _s3_error(
+        "XMinioStorageFull",
+        "Storage backend has reached its minimum free drive threshold. "
+        "Please delete a few objects to proceed.",
+    )
+    uploads = _s3_answers_uploads_with(monkeypatch, 507, full)
+    with mock_aws(), serve_route("gdrive-api", FOLDER) as route:
+        settings = _moto_settings(make_settings, max_deliver=3, **route.settings)
+        with imported(settings, route.url) as (runtime, result):
+            assert result.state == "completed_with_failures"
+            items = items_by_path(runtime, result.import_id)
+    assert items["readme.txt"].state == "skipped"
+    for picture in PICTURES:
+        item = items[picture.name]
+        assert item.state == "failed"
+        assert item.reason == (
+            "Gave up after 3 attempts: The object store is full (S3 at AWS S3 answered "
+            "XMinioStorageFull (HTTP 507) for bucket 'the-bucket')."
+        )
+    # Each picture's upload tried MAX_DELIVER times (botocore does not retry a 507), no more.
+    assert sorted(uploads.values()) == [3] * len(PICTURES)
+
+
+@pytest.mark.timeout(60)
+def test_a_file_over_the_s3_size_limit_fails_at_once(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    too_large = _s3_error(
+        "EntityTooLarge", "Your proposed upload exceeds the maximum allowed object size."
+    )
+    uploads = _s3_answers_uploads_with(monkeypatch, 400, too_large)
+    with mock_aws(), serve_route("gdrive-api", FOLDER) as route:
+        settings = _moto_settings(make_settings, max_deliver=3, **route.settings)
+        with imported(settings, route.url) as (runtime, result):
+            assert result.state == "completed_with_failures"
+            items = items_by_path(runtime, result.import_id)
+    for picture in PICTURES:
+        item = items[picture.name]
+        assert item.state == "failed"
+        assert item.reason == (
+            "The object store refuses files this large (S3 at AWS S3 answered EntityTooLarge "
+            "(HTTP 400))."
+        )
+    # The same file will never fit: no retries.
+    assert sorted(uploads.values()) == [1] * len(PICTURES)
 
 
 @pytest.mark.timeout(60)

@@ -19,7 +19,7 @@ from botocore.stub import Stubber
 from moto import mock_aws
 from pydantic import SecretStr
 
-from imageimport.errors import ConfigError, TransientError
+from imageimport.errors import ConfigError, FileTooLarge, StoreFull, TransientError
 from imageimport.settings import Settings
 from imageimport.storage import make_store
 from imageimport.storage.s3 import S3Store, normalise_prefix
@@ -251,6 +251,56 @@ def test_access_denied_is_a_config_error(moto_settings: Settings) -> None:
         stub.add_client_error("get_object", service_error_code="AccessDenied", http_status_code=403)
         with pytest.raises(ConfigError, match="access was refused"):
             store.iter_bytes("k")
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("XMinioStorageFull", 507),  # MinIO below its free-space threshold
+        ("InsufficientStorage", 507),
+        ("SomethingElse", 507),  # any 507 Insufficient Storage
+        ("QuotaExceeded", 403),  # Ceph RGW: a quota, not a credentials problem
+        ("XMinioAdminBucketQuotaExceeded", 400),
+    ],
+)
+def test_a_full_store_is_store_full(moto_settings: Settings, code: str, status: int) -> None:
+    store = S3Store(moto_settings)
+    store.ensure_bucket()
+    with Stubber(store.client) as stub:
+        stub.add_client_error("put_object", service_error_code=code, http_status_code=status)
+        with pytest.raises(StoreFull) as raised:
+            store.put_bytes("ab/image.jpg", b"jpeg bytes", "image/jpeg")
+    assert isinstance(raised.value, TransientError)  # space can be freed: retried
+    assert str(raised.value) == (
+        f"The object store is full (S3 at AWS S3 answered {code} (HTTP {status}) "
+        f"for bucket {store.bucket!r})."
+    )
+
+
+def test_a_full_store_during_a_multipart_upload_is_store_full(moto_settings: Settings) -> None:
+    store = S3Store(moto_settings.model_copy(update={"s3_multipart_threshold_bytes": 5 * MiB}))
+    store.ensure_bucket()
+    with Stubber(store.client) as stub:
+        stub.add_client_error(
+            "create_multipart_upload", service_error_code="XMinioStorageFull", http_status_code=507
+        )
+        with pytest.raises(StoreFull, match="XMinioStorageFull"):
+            store.put_file("ab/big.jpg", io.BytesIO(bytes(6 * MiB)), 6 * MiB, "image/jpeg")
+
+
+def test_an_object_over_the_store_size_limit_is_file_too_large(moto_settings: Settings) -> None:
+    store = S3Store(moto_settings)
+    store.ensure_bucket()
+    with Stubber(store.client) as stub:
+        stub.add_client_error(
+            "put_object", service_error_code="EntityTooLarge", http_status_code=400
+        )
+        with pytest.raises(FileTooLarge) as raised:
+            store.put_bytes("ab/image.jpg", b"jpeg bytes", "image/jpeg")
+    assert str(raised.value) == (
+        "The object store refuses files this large (S3 at AWS S3 answered EntityTooLarge "
+        "(HTTP 400))."
+    )
 
 
 def test_unreachable_endpoint_is_transient_and_hides_the_secret(

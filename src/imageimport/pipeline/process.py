@@ -81,6 +81,9 @@ def process_item(runtime: Runtime, job: Job, heartbeat: Callable[[], None] | Non
         try:
             runtime.store.put_file(key, fetched.file, fetched.size, info.content_type)
             runtime.store.put_bytes(thumb_key, info.thumbnail, THUMBNAIL_CONTENT_TYPE)
+        except ItemError as error:
+            # The store refuses this file for good (S3's EntityTooLarge): no retry can help.
+            return _settle(runtime, item, error.state, str(error), nbytes=fetched.size)
         except OSError as error:
             if error.errno not in _NO_SPACE:
                 raise

@@ -23,7 +23,13 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from imageimport.errors import ConfigError, ImageImportError, TransientError
+from imageimport.errors import (
+    ConfigError,
+    FileTooLarge,
+    ImageImportError,
+    StoreFull,
+    TransientError,
+)
 from imageimport.settings import secret
 from imageimport.storage import validate_key, validate_prefix
 from imageimport.storage.base import ObjectStore
@@ -48,6 +54,15 @@ _ACCESS_CODES = frozenset(
     {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "403"}
 )
 _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+# No room left: a full disk (MinIO's XMinioStorageFull, HTTP 507 Insufficient Storage from any
+# server) or a quota (MinIO bucket quotas, Ceph RGW's QuotaExceeded, a 403 that is not about
+# credentials). Space can be freed, so these are retried, but the reason must say "full".
+_FULL_CODES = frozenset(
+    {"XMinioStorageFull", "XMinioAdminBucketQuotaExceeded", "QuotaExceeded", "InsufficientStorage"}
+)
+_INSUFFICIENT_STORAGE = 507
+# The store's limit on the size of one object: the same file will never fit.
+_TOO_LARGE_CODES = frozenset({"EntityTooLarge"})
 # S3 refuses multipart parts under 5 MiB (except the last), so chunks never go below that.
 _MIN_PART_SIZE = 5 * 1024 * 1024
 _DEFAULT_PART_SIZE = 8 * 1024 * 1024
@@ -321,7 +336,17 @@ class S3Store(ObjectStore):
             detail = f"{code} (HTTP {status})"
             if code == str(status):  # HEAD answers have no body: the "code" is the status
                 detail = f"HTTP {status}"
-            if code in _RETRYABLE_CODES or status in (429, 503) or (status or 0) >= 500:
+            if code in _FULL_CODES or status == _INSUFFICIENT_STORAGE:
+                translated = StoreFull(
+                    f"The object store is full (S3 at {self.endpoint} answered {detail} "
+                    f"for bucket {self.bucket!r})."
+                )
+            elif code in _TOO_LARGE_CODES:
+                translated = FileTooLarge(
+                    f"The object store refuses files this large (S3 at {self.endpoint} "
+                    f"answered {detail})."
+                )
+            elif code in _RETRYABLE_CODES or status in (429, 503) or (status or 0) >= 500:
                 translated = TransientError(f"Could not {where}: S3 answered {detail}.")
             elif code in _ACCESS_CODES or status == 403:
                 translated = ConfigError(
