@@ -238,26 +238,30 @@ def test_operator_killed_mid_listing_resumes_without_duplicates(stack_factory: A
         "slow listing", [big_folder(60, seed=n, name=f"part-{n}") for n in range(41, 46)]
     )
     stack: Stack = stack_factory(folder)
-    # Every listing request takes a second: the kill lands mid-listing.
-    stack.route.faults.add(Fault("slow", path="/drive/v3/files", times=100, delay=1.0))
+    # The root and four subfolders are listed (the planner records files 200 at a time); the
+    # last listing hangs until the operator is killed.
+    stack.route.faults.add(
+        Fault("slow", path="/drive/v3/files", times=5, delay=0.3),
+        Fault("slow", path="/drive/v3/files", times=100, delay=120),
+    )
     stack.cluster.start_worker()
     stack.cluster.start_worker()
     first = stack.operator_process()
 
     uid = stack.create("big")["metadata"]["uid"]
-    # Killed once the first subfolder is recorded, while the other four are still to list.
     stack.wait_for(
         "big",
         lambda obj: (
             bool(obj)
             and obj.get("status", {}).get("phase") == "Listing"
-            and listed_items(stack, uid) >= 60
+            and listed_items(stack, uid) >= 200
         ),
     )
     first.send_signal(signal.SIGKILL)
     first.wait()
     [(import_id, state)] = import_rows(stack, uid)
     assert state == "listing"
+    stack.route.faults.clear()
 
     stack.start_operator()
     done = stack.wait_for_phase("big", TERMINAL, timeout=120)
@@ -281,9 +285,15 @@ def test_operator_killed_mid_listing_resumes_without_duplicates(stack_factory: A
 def test_two_peered_operators_one_works_the_other_takes_over_when_it_dies(
     stack_factory: Any,
 ) -> None:
-    folder = FakeFolder("peered", [big_folder(40, seed=n, name=f"part-{n}") for n in range(61, 66)])
+    # The planner records files 200 at a time (plan.BATCH_SIZE).
+    parts = [big_folder(250, seed=61, name="part-61"), big_folder(50, seed=62, name="part-62")]
+    folder = FakeFolder("peered", parts)
     stack: Stack = stack_factory(folder)
-    stack.route.faults.add(Fault("slow", path="/drive/v3/files", times=100, delay=1.0))
+    # The root and the first subfolder are listed; the next listing hangs until the leader dies.
+    stack.route.faults.add(
+        Fault("slow", path="/drive/v3/files", times=2, delay=0.3),
+        Fault("slow", path="/drive/v3/files", times=100, delay=120),
+    )
     stack.custom_objects.create_namespaced_custom_object(
         "kopf.dev",
         "v1",
@@ -320,7 +330,7 @@ def test_two_peered_operators_one_works_the_other_takes_over_when_it_dies(
         lambda obj: (
             bool(obj)
             and obj.get("status", {}).get("phase") == "Listing"
-            and listed_items(stack, uid) >= 40
+            and listed_items(stack, uid) >= 200
         ),
     )
     # Only the leader has handled the resource so far; the standby stayed paused.
@@ -331,19 +341,20 @@ def test_two_peered_operators_one_works_the_other_takes_over_when_it_dies(
     leader.wait()
     [(import_id, state)] = import_rows(stack, uid)
     assert state == "listing"
+    stack.route.faults.clear()
 
     done = stack.wait_for_phase("peered", TERMINAL, timeout=120)
     assert done["status"]["phase"] == "Succeeded", done["status"]
-    assert done["status"]["counters"]["imported"] == 200
+    assert done["status"]["counters"]["imported"] == 300
     assert done["status"]["importId"] == import_id
     assert import_rows(stack, uid) == [(import_id, "succeeded")]
     standby_log = stack.cluster.log_of(standby)
     assert resumed in standby_log
     assert "Handler 'resume' succeeded" in standby_log
     # Listed by both, published once per file.
-    assert stream_last_sequence(stack.cluster.nats_url) == 200
+    assert stream_last_sequence(stack.cluster.nats_url) == 300
     with stack.cluster.engine.connect() as connection:
-        assert connection.scalar(select(func.count()).select_from(Image)) == 200
+        assert connection.scalar(select(func.count()).select_from(Image)) == 300
 
 
 def test_a_spec_that_cannot_work_fails_at_once_and_records_nothing(stack_factory: Any) -> None:
