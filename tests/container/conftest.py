@@ -15,6 +15,7 @@ import pytest
 from tests.container.podman import (
     Podman,
     build_project_image,
+    install_tools,
     python_base_image,
     unavailable_reason,
 )
@@ -23,6 +24,9 @@ from tests.container.podman import (
 @pytest.fixture(scope="session")
 def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
     """podman with a configuration of our own; removes this session's containers and images."""
+    failure = install_tools()
+    if failure:
+        pytest.fail(failure)
     reason = unavailable_reason()
     if reason:
         pytest.skip(reason)
