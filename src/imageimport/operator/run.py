@@ -14,6 +14,7 @@ from imageimport.imports import Importer
 from imageimport.operator.credentials import CredentialedRuntime
 from imageimport.operator.kube import current_namespace
 from imageimport.settings import Settings
+from imageimport.waiting import StopFlag, until_up
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +77,25 @@ def run_operator(settings: Settings, options: OperatorOptions) -> None:
     if priority is None and not options.standalone:
         # Replicas with equal priorities all pause; distinct ones let exactly one work.
         priority = random.randint(1, 1_000_000)
-    runtime = CredentialedRuntime(settings)
-    try:
-        queue = NatsQueue(
-            settings.nats_url or "", settings.max_deliver, settings.nats_ack_wait_seconds
-        )
-    except BaseException:
+    # PostgreSQL and NATS may come up after the operator (dev mode, a fresh cluster): wait,
+    # saying why, rather than crash-loop; Kopf's own signal handling starts with kopf.run.
+    stop = StopFlag().on_signals()
+    runtime = until_up("the database", stop, lambda: CredentialedRuntime(settings))
+    if runtime is None:
+        return
+    queue = until_up(
+        "NATS",
+        stop,
+        lambda: NatsQueue(
+            settings.nats_url or "",
+            settings.max_deliver,
+            settings.nats_ack_wait_seconds,
+            connect_timeout=settings.nats_connect_timeout_seconds,
+        ),
+    )
+    if queue is None:
         runtime.close()
-        raise
+        return
     try:
         context = OperatorContext(runtime, Importer(runtime, queue))
         log.info(

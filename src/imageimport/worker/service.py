@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import logging
-import signal
-import time
-from collections.abc import Callable
-from typing import TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from imageimport.db import repo
-from imageimport.errors import ConfigError, TransientError
+from imageimport.errors import ConfigError
 from imageimport.operator.credentials import CredentialedRuntime
 from imageimport.queue.nats import NatsQueue
 from imageimport.runtime import Runtime
 from imageimport.settings import Settings
+from imageimport.waiting import StopFlag, until_up
 from imageimport.worker.health import HealthServer
 from imageimport.worker.pool import WorkerPool
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 def run_worker(settings: Settings, concurrency: int, health_host: str = "0.0.0.0") -> int:
@@ -30,9 +26,7 @@ def run_worker(settings: Settings, concurrency: int, health_host: str = "0.0.0.0
             "The worker needs NATS_URL: it takes its jobs from NATS JetStream. (Without NATS, "
             "`imageimport serve` and `imageimport import` process files in their own process.)"
         )
-    stop = _StopFlag()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, stop.handle)
+    stop = StopFlag().on_signals()
     pool: WorkerPool | None = None
     health = HealthServer(health_host, settings.health_port, lambda: pool is not None)
     health.start()
@@ -41,10 +35,10 @@ def run_worker(settings: Settings, concurrency: int, health_host: str = "0.0.0.0
         # Dependencies may come up after the worker (compose, Kubernetes): wait for them.
         # Imports may name a Kubernetes Secret with their own source credentials; without
         # one, this runtime behaves exactly like a plain Runtime and never calls Kubernetes.
-        runtime = _until_up("the database", stop, lambda: CredentialedRuntime(settings))
+        runtime = until_up("the database", stop, lambda: CredentialedRuntime(settings))
         if runtime is None:
             return 0
-        queue = _until_up(
+        queue = until_up(
             "NATS",
             stop,
             lambda: NatsQueue(
@@ -82,37 +76,6 @@ def _sweep(runtime: Runtime) -> None:
                 log.info("import %s is complete", import_id)
     except SQLAlchemyError as error:
         log.warning("sweeping finished imports failed: %s", str(error).splitlines()[0])
-
-
-class _StopFlag:
-    """Set from a signal handler, which must not take locks: the handler runs in the main
-    thread, which may hold the very lock a threading.Event.set() would need."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def handle(self, *_: object) -> None:
-        self.requested = True
-
-    def is_set(self) -> bool:
-        return self.requested
-
-    def wait(self, seconds: float | None = None) -> None:
-        deadline = None if seconds is None else time.monotonic() + seconds
-        while not self.requested and (deadline is None or time.monotonic() < deadline):
-            time.sleep(0.1)
-
-
-def _until_up(what: str, stop: _StopFlag, connect: Callable[[], T]) -> T | None:
-    delay = 0.5
-    while not stop.is_set():
-        try:
-            return connect()
-        except (TransientError, SQLAlchemyError, OSError) as error:
-            log.warning("waiting for %s: %s", what, str(error).splitlines()[0])
-            stop.wait(delay)
-            delay = min(delay * 2, 10.0)
-    return None
 
 
 __all__ = ["run_worker"]
