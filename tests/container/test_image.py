@@ -3,8 +3,8 @@ root filesystem with only /tmp writable (as the chart runs it), with the runtime
 and nothing of the dev extras, serving the page and API, importing a folder on its own, and
 running migrate, queue-setup and a worker against real PostgreSQL, NATS and S3.
 
-Built and run with podman (see podman.py); skipped where podman, runc or debootstrap is missing
-or the tests do not run as root.
+Built and run with podman (see podman.py), which the fixture installs as root on Debian; skipped
+where podman, runc or debootstrap is missing and cannot be installed.
 """
 
 from __future__ import annotations
@@ -25,17 +25,17 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from sqlalchemy import create_engine, text
 
-from tests.container.podman import REPO, Podman, unavailable_reason
+from tests.container.podman import REPO, Podman
 from tests.distributed.cluster import Cluster, purge_stream
 from tests.fakes.folder import FakeFolder, big_folder
 from tests.pipeline.routes import start_route
 from tests.servers import free_port
 
-_UNAVAILABLE = unavailable_reason()
+# Whether they run is decided by the `podman` fixture: it installs the tools as root on
+# Debian, or skips (a skipif here would be decided before any install).
 pytestmark = [
     pytest.mark.container,
-    pytest.mark.skipif(_UNAVAILABLE is not None, reason=_UNAVAILABLE or ""),
-    # The first test also builds the image (a cold cache adds debootstrap and apt).
+    # The first test also builds the image (a cold cache adds apt and debootstrap).
     pytest.mark.timeout(900),
 ]
 
