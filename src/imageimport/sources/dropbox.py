@@ -78,7 +78,8 @@ class DropboxProvider:
         return DropboxZipSource(ref, settings)
 
 
-def _shared_folder(rest: list[str], query: dict[str, list[str]]) -> FolderRef:
+def _folder_and_key(rest: list[str]) -> tuple[str, str]:
+    """The two path parts after /scl/fo/ or /sh/ that name a shared folder."""
     if len(rest) < 2:
         raise InvalidSourceURL(
             f"This Dropbox folder link is incomplete: part of it is missing. {_HOW_TO_COPY}"
@@ -88,7 +89,11 @@ def _shared_folder(rest: list[str], query: dict[str, list[str]]) -> FolderRef:
             "This Dropbox link points inside a shared folder, not at the folder itself. "
             f"{_HOW_TO_COPY}"
         )
-    folder_id, key = rest
+    return rest[0], rest[1]
+
+
+def _shared_folder(rest: list[str], query: dict[str, list[str]]) -> FolderRef:
+    folder_id, key = _folder_and_key(rest)
     rlkey = (query.get("rlkey") or [""])[0]
     if not rlkey:
         raise InvalidSourceURL(
@@ -105,16 +110,7 @@ def _shared_folder(rest: list[str], query: dict[str, list[str]]) -> FolderRef:
 
 
 def _legacy_folder(rest: list[str]) -> FolderRef:
-    if len(rest) < 2:
-        raise InvalidSourceURL(
-            f"This Dropbox folder link is incomplete: part of it is missing. {_HOW_TO_COPY}"
-        )
-    if len(rest) > 2:
-        raise InvalidSourceURL(
-            "This Dropbox link points inside a shared folder, not at the folder itself. "
-            f"{_HOW_TO_COPY}"
-        )
-    folder_id, key = rest
+    folder_id, key = _folder_and_key(rest)
     _check_tokens(folder_id, key)
     return FolderRef(
         provider="dropbox", folder_id=folder_id, url=f"{CANONICAL_BASE}/sh/{folder_id}/{key}"
