@@ -17,35 +17,15 @@ from imageimport.sources.gdrive import canonical_folder_url
 from imageimport.sources.gdrive_api import DriveApiSource
 from imageimport.sources.http import CHUNK_SIZE
 from tests.fakes.folder import FakeFile, FakeFolder, big_folder, make_image, sample_folder
-from tests.fakes.gdrive import FakeDrive, make_gdrive_app
+from tests.fakes.gdrive import make_gdrive_app
 from tests.fakes.server import Fault, FaultPlan, RunningServer
+from tests.sources.drive import drive_of, drive_settings, read, ref_for
 
 KEY = "AIzaSyTEST-the-right-key_0123456789"
 
 
-def ref_for(folder: FakeFolder, resource_key: str | None = None) -> FolderRef:
-    return FolderRef("gdrive", folder.id, canonical_folder_url(folder.id), resource_key)
-
-
 def settings_for(server: RunningServer, tmp_path: Path, key: str = KEY) -> Settings:
-    return Settings(
-        data_dir=tmp_path,
-        google_api_key=key,
-        gdrive_api_url=server.url,
-        gdrive_web_url=server.url,
-        gdrive_download_url=server.url,
-        source_retry_attempts=5,
-        source_retry_max_wait_seconds=0.05,
-    )
-
-
-def drive_of(server: RunningServer) -> FakeDrive:
-    return server.app.app.state.drive  # type: ignore[attr-defined]
-
-
-def read(source: DriveApiSource, file: RemoteFile) -> bytes:
-    with source.open(file) as chunks:
-        return b"".join(chunks)
+    return drive_settings(server, tmp_path, google_api_key=key, retry_attempts=5)
 
 
 @pytest.fixture

@@ -12,16 +12,16 @@ from starlette.routing import Route
 
 from imageimport.errors import ItemError, SourceUnavailable, TransientError
 from imageimport.settings import Settings
-from imageimport.sources.base import FolderRef, RemoteFile
-from imageimport.sources.gdrive import canonical_folder_url
+from imageimport.sources.base import RemoteFile
 from imageimport.sources.gdrive_public import (
     DrivePublicSource,
     parse_download_form,
     parse_folder_page,
 )
 from tests.fakes.folder import FakeFile, FakeFolder, make_image, sample_folder
-from tests.fakes.gdrive import FakeDrive, make_gdrive_app
+from tests.fakes.gdrive import make_gdrive_app
 from tests.fakes.server import Fault, FaultPlan, RunningServer
+from tests.sources.drive import drive_of, drive_settings, read, ref_for
 
 # Shaped like captured embedded views: a file with thumbnail and list icon, a folder without
 # a list icon, a Google Doc, and a title with HTML entities.
@@ -59,30 +59,8 @@ CAPTURED_FORM = (
 )
 
 
-def ref_for(folder: FakeFolder | str, resource_key: str | None = None) -> FolderRef:
-    folder_id = folder if isinstance(folder, str) else folder.id
-    return FolderRef("gdrive", folder_id, canonical_folder_url(folder_id), resource_key)
-
-
 def settings_for(server: RunningServer, tmp_path: Path) -> Settings:
-    return Settings(
-        data_dir=tmp_path,
-        google_api_key=None,
-        gdrive_api_url=server.url,
-        gdrive_web_url=server.url,
-        gdrive_download_url=server.url,
-        source_retry_attempts=4,
-        source_retry_max_wait_seconds=0.05,
-    )
-
-
-def drive_of(server: RunningServer) -> FakeDrive:
-    return server.app.app.state.drive  # type: ignore[attr-defined]
-
-
-def read(source: DrivePublicSource, file: RemoteFile) -> bytes:
-    with source.open(file) as chunks:
-        return b"".join(chunks)
+    return drive_settings(server, tmp_path, google_api_key=None, retry_attempts=4)
 
 
 @pytest.fixture
