@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from imageimport.cli import app
+from tests.commands import run_imageimport
 from tests.fakes.folder import FakeFile, FakeFolder, make_image, sample_folder
 from tests.pipeline.routes import ROUTES, Route, start_route
 
@@ -132,14 +132,7 @@ def test_invalid_configuration_names_the_setting(
 
 def test_console_script_runs(clean_env: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    done = subprocess.run(
-        [sys.executable, "-m", "imageimport", "images", "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    done = run_imageimport("images", "--json", env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
 
@@ -158,15 +151,7 @@ def _run_against_closed_nats(
     names = {name.upper() for name in Settings.model_fields}
     base = {k: v for k, v in os.environ.items() if k not in names}
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "imageimport", *args],
-        capture_output=True,
-        text=True,
-        env=base | {"NATS_URL": CLOSED_NATS} | env,
-        cwd=cwd,
-        timeout=120,
-        check=False,
-    )
+    done = run_imageimport(*args, env=base | {"NATS_URL": CLOSED_NATS} | env, cwd=cwd)
     return done, time.monotonic() - started
 
 

@@ -25,6 +25,7 @@ import psutil
 import pytest
 
 from imageimport.settings import Settings
+from tests.commands import run_imageimport
 from tests.fakes.folder import big_folder
 from tests.pipeline.routes import start_route
 from tests.servers import free_port
@@ -182,14 +183,8 @@ def test_dev_stack_imports_through_its_workers_keeps_its_data_and_stops_cleanly(
             assert (data_dir / "env").read_text().count("export ") == len(stack.env)
 
             # Another shell with the exported block plans the import; the stack's workers do it.
-            planned = subprocess.run(
-                [sys.executable, "-m", "imageimport", "import", route.url, "--detach"],
-                env=env | stack.env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-                cwd=tmp_path,
+            planned = run_imageimport(
+                "import", route.url, "--detach", env=env | stack.env, cwd=tmp_path, timeout=60
             )
             assert planned.returncode == 0, planned.stderr
             import_id = planned.stdout.strip().splitlines()[-1]

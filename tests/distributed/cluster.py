@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, func, select, text
 
 from imageimport.db.models import TERMINAL_IMPORT_STATES, Image, Import, ImportItem
 from imageimport.queue.nats import STREAM
+from tests.commands import run_imageimport
 from tests.servers import free_port, unique_bucket_name
 
 
@@ -98,15 +99,7 @@ class Cluster:
         return self._log_paths[process.pid].read_text(errors="replace")
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "imageimport", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            cwd=self.tmp,
-            timeout=timeout,
-            check=False,
-        )
+        return run_imageimport(*args, env=self.env, cwd=self.tmp, timeout=timeout)
 
     def start_worker(self, concurrency: int = 8) -> subprocess.Popen[bytes]:
         worker = self.command(

@@ -13,27 +13,16 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.commands import run_imageimport
 from tests.distributed.cluster import Cluster, purge_stream
 from tests.fakes.folder import big_folder
 from tests.pipeline.routes import start_route
 from tests.servers import free_port
 
 
-def run_cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "imageimport", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_worker_without_nats_url_says_what_is_missing(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "NATS_URL"}
-    done = run_cli(env, tmp_path, "worker")
+    done = run_imageimport("worker", env=env, cwd=tmp_path, timeout=60)
     assert done.returncode == 2
     assert "needs NATS_URL" in done.stderr
     assert "Traceback" not in done.stderr
@@ -41,7 +30,7 @@ def test_worker_without_nats_url_says_what_is_missing(tmp_path: Path) -> None:
 
 def test_worker_rejects_a_bad_setting_by_name(tmp_path: Path) -> None:
     env = os.environ | {"NATS_URL": "nats://127.0.0.1:1", "MAX_DELIVER": "0"}
-    done = run_cli(env, tmp_path, "worker")
+    done = run_imageimport("worker", env=env, cwd=tmp_path, timeout=60)
     assert done.returncode == 2
     assert "MAX_DELIVER" in done.stderr
 
@@ -95,7 +84,7 @@ def test_sigterm_finishes_files_in_hand_and_exits_zero(
 def test_queue_setup_creates_the_consumer(nats_server: Any, tmp_path: Path) -> None:
     purge_stream(nats_server.url)
     env = os.environ | {"NATS_URL": nats_server.url}
-    done = run_cli(env, tmp_path, "queue-setup")
+    done = run_imageimport("queue-setup", env=env, cwd=tmp_path, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "imageimport-workers" in done.stderr
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.commands import run_imageimport
 from tests.fakes.folder import FakeFile, FakeFolder, make_image
 from tests.pipeline.routes import start_route
 
@@ -53,12 +54,6 @@ def test_memory_stays_flat_for_a_300_mb_file(tmp_path: Path) -> None:
     stored = list((tmp_path / "big" / "data" / "objects" / "images").rglob("*.png"))
     assert [p.stat().st_size for p in stored] == [BIG]
     assert peaks["big"] - peaks["small"] < 60, peaks
-    listed = subprocess.run(
-        [sys.executable, "-m", "imageimport", "images", "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path / "big",
-        check=True,
-    )
+    listed = run_imageimport("images", "--json", env=env, cwd=tmp_path / "big")
+    assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout)[0]["size"] == BIG

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import unicodedata
 from pathlib import Path
 
 import pytest
 
 from imageimport.settings import Settings
+from tests.commands import run_imageimport
 from tests.security.conftest import serve_route
 from tests.security.hostile import HOSTILE_NAMES, MiB, hostile_folder
 
@@ -33,18 +32,6 @@ def _unsafe(text: str) -> list[str]:
     )
 
 
-def _cli(tmp: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "imageimport", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp,
-        timeout=120,
-        check=False,
-    )
-
-
 @pytest.mark.timeout(120)
 def test_cli_output_carries_no_control_characters(tmp_path: Path) -> None:
     folder, _ = hostile_folder("dropbox", oversized=8 * MiB)
@@ -61,7 +48,7 @@ def test_cli_output_carries_no_control_characters(tmp_path: Path) -> None:
             "SOURCE_RETRY_MAX_WAIT_SECONDS": "0.2",
             "MAX_DELIVER": "2",
         }
-        done = _cli(tmp_path, env, "-v", "import", route.url)
+        done = run_imageimport("-v", "import", route.url, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     output = done.stdout + done.stderr
     # The names and reasons are there, made harmless.
@@ -69,11 +56,11 @@ def test_cli_output_carries_no_control_characters(tmp_path: Path) -> None:
     assert "item " in done.stderr  # the -v progress log names every file
     assert _unsafe(output) == []
 
-    table = _cli(tmp_path, env, "images")
+    table = run_imageimport("images", env=env, cwd=tmp_path)
     assert table.returncode == 0, table.stderr
     assert _unsafe(table.stdout + table.stderr) == []
 
-    listed = _cli(tmp_path, env, "images", "--json", "--limit", "100")
+    listed = run_imageimport("images", "--json", "--limit", "100", env=env, cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert _unsafe(listed.stdout) == []
     # Escaped, not lost: the JSON still holds every name exactly.

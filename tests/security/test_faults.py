@@ -30,6 +30,7 @@ from imageimport.pipeline import process
 from imageimport.settings import Settings
 from imageimport.storage.local import LocalStore
 from imageimport.storage.s3 import S3Store
+from tests.commands import run_imageimport
 from tests.distributed.cluster import purge_stream
 from tests.fakes.folder import FakeFile, FakeFolder, make_image
 from tests.security.conftest import SettingsFactory, imported, items_by_path, serve_route
@@ -231,14 +232,8 @@ def test_a_file_that_kills_its_worker_every_time_ends_failed(
             "POISON_SHA256": POISON_SHA,
             "PYTHONUNBUFFERED": "1",
         }
-        planned = subprocess.run(
-            [sys.executable, "-m", "imageimport", "import", "--detach", route.url],
-            env=env,
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            timeout=60,
-            check=False,
+        planned = run_imageimport(
+            "import", "--detach", route.url, env=env, cwd=tmp_path, timeout=60
         )
         assert planned.returncode == 0, planned.stderr
         import_id = planned.stdout.strip().splitlines()[-1]

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +22,7 @@ from imageimport.api import create_app
 from imageimport.db.models import Image, Import, ImportItem
 from imageimport.runtime import Runtime
 from imageimport.settings import Settings, redact_url
+from tests.commands import run_imageimport
 from tests.fakes.folder import FakeFile, FakeFolder, make_image
 from tests.security.conftest import (
     DROPBOX_KEY,
@@ -322,18 +321,6 @@ def _finish(client: TestClient, url: str, headers: dict[str, str]) -> dict[str, 
         time.sleep(0.05)
 
 
-def _cli(tmp: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "imageimport", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp,
-        timeout=120,
-        check=False,
-    )
-
-
 def _clean_env() -> dict[str, str]:
     names = {name.upper() for name in Settings.model_fields} | {"IMAGEIMPORT_MODE"}
     return {k: v for k, v in os.environ.items() if k.upper() not in names}
@@ -347,18 +334,18 @@ def test_cli_output_never_shows_credentials(name: str, tmp_path: Path) -> None:
         env |= {"DROPBOX_APP_SECRET": DROPBOX_SECRET, "DROPBOX_REFRESH_TOKEN": DROPBOX_REFRESH}
         env["DROPBOX_APP_KEY"] = DROPBOX_KEY
         env["MAX_DELIVER"] = "1"
-        done = _cli(tmp_path, env, "-v", "import", route.url)
+        done = run_imageimport("-v", "import", route.url, env=env, cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-3000:]
         assert "Corrupt or truncated" in done.stderr
         assert_no_secret(done.stdout + done.stderr)
-        listed = _cli(tmp_path, env, "-v", "images", "--json")
+        listed = run_imageimport("-v", "images", "--json", env=env, cwd=tmp_path)
         assert_no_secret(listed.stdout + listed.stderr)
         # The same with the wrong credentials: refused, by name.
         if name == "gdrive-api":
             env["GOOGLE_API_KEY"] = WRONG_GOOGLE_KEY
         else:
             env["DROPBOX_APP_SECRET"] = WRONG_DROPBOX_SECRET
-        refused = _cli(tmp_path, env, "-v", "import", route.url)
+        refused = run_imageimport("-v", "import", route.url, env=env, cwd=tmp_path)
         assert refused.returncode == 1, refused.stderr[-3000:]
         assert "GOOGLE_API_KEY" in refused.stderr or "DROPBOX_APP_SECRET" in refused.stderr
         assert_no_secret(refused.stdout + refused.stderr)
@@ -376,7 +363,7 @@ def test_an_unreachable_database_is_one_sentence_without_its_password(tmp_path: 
         (malformed, ["migrate"]),
     ):
         env = _clean_env() | {"DATABASE_URL": url, "NATS_URL": "nats://127.0.0.1:1"}
-        done = _cli(tmp_path, env, "-v", *command)
+        done = run_imageimport("-v", *command, env=env, cwd=tmp_path)
         assert done.returncode == 2, (command, done.stderr)
         assert "Traceback" not in done.stderr, done.stderr
         assert "database" in done.stderr.lower() or "DATABASE_URL" in done.stderr
@@ -391,7 +378,7 @@ def test_settings_errors_name_the_variable_not_its_value(tmp_path: Path) -> None
         Settings(_env_file=None, gdrive_api_url=value)  # type: ignore[call-arg]
     assert_no_secret(str(invalid.value), password)
     env = _clean_env() | {"GDRIVE_API_URL": value, "MAX_FILE_SIZE_BYTES": API_TOKEN}
-    done = _cli(tmp_path, env, "images")
+    done = run_imageimport("images", env=env, cwd=tmp_path)
     assert done.returncode == 2
     assert "GDRIVE_API_URL" in done.stderr and "MAX_FILE_SIZE_BYTES" in done.stderr
     assert_no_secret(done.stdout + done.stderr, password)
