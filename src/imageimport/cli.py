@@ -294,19 +294,15 @@ def operator_(
 def queue_setup() -> None:
     """Create or update the JetStream stream and the workers' durable consumer, then exit
     (autoscalers such as KEDA need the consumer to exist before any worker starts)."""
-    from imageimport.queue.nats import DURABLE, STREAM, NatsQueue
+    from imageimport.queue import make_queue
+    from imageimport.queue.nats import DURABLE, STREAM
 
     settings = _settings()
     if not settings.nats_url:
         console.print("[red]Error:[/red] queue-setup needs NATS_URL.")
         raise typer.Exit(2)
     try:
-        NatsQueue(
-            settings.nats_url,
-            settings.max_deliver,
-            settings.nats_ack_wait_seconds,
-            connect_timeout=settings.nats_connect_timeout_seconds,
-        ).close()
+        make_queue(settings).close()  # NATS_URL is set: connecting sets the stream up
     except ImageImportError as error:
         raise _fail(error, code=1) from None
     console.print(f"Stream {STREAM} and consumer {DURABLE} are ready.")

@@ -11,10 +11,9 @@ from sqlalchemy.engine import make_url
 
 from imageimport.errors import ConfigError
 from imageimport.imports import Importer
-from imageimport.operator.credentials import CredentialedRuntime
 from imageimport.operator.kube import current_namespace
 from imageimport.settings import Settings
-from imageimport.waiting import StopFlag, until_up
+from imageimport.waiting import StopFlag, services_when_up
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +68,6 @@ def run_operator(settings: Settings, options: OperatorOptions) -> None:
     import kopf
 
     from imageimport.operator.handlers import OperatorContext, make_registry, make_settings
-    from imageimport.queue.nats import NatsQueue
 
     check_settings(settings)
     namespaces = watched_namespaces(options)
@@ -79,23 +77,10 @@ def run_operator(settings: Settings, options: OperatorOptions) -> None:
         priority = random.randint(1, 1_000_000)
     # PostgreSQL and NATS may come up after the operator (dev mode, a fresh cluster): wait,
     # saying why, rather than crash-loop; Kopf's own signal handling starts with kopf.run.
-    stop = StopFlag().on_signals()
-    runtime = until_up("the database", stop, lambda: CredentialedRuntime(settings))
-    if runtime is None:
+    services = services_when_up(settings, StopFlag().on_signals())
+    if services is None:
         return
-    queue = until_up(
-        "NATS",
-        stop,
-        lambda: NatsQueue(
-            settings.nats_url or "",
-            settings.max_deliver,
-            settings.nats_ack_wait_seconds,
-            connect_timeout=settings.nats_connect_timeout_seconds,
-        ),
-    )
-    if queue is None:
-        runtime.close()
-        return
+    runtime, queue = services
     try:
         context = OperatorContext(runtime, Importer(runtime, queue))
         log.info(

@@ -8,11 +8,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from imageimport.db import repo
 from imageimport.errors import ConfigError
-from imageimport.operator.credentials import CredentialedRuntime
-from imageimport.queue.nats import NatsQueue
 from imageimport.runtime import Runtime
 from imageimport.settings import Settings
-from imageimport.waiting import StopFlag, until_up
+from imageimport.waiting import StopFlag, services_when_up
 from imageimport.worker.health import HealthServer
 from imageimport.worker.pool import WorkerPool
 
@@ -33,24 +31,10 @@ def run_worker(settings: Settings, concurrency: int, health_host: str = "0.0.0.0
     log.info("worker health and metrics on port %s", health.port)
     try:
         # Dependencies may come up after the worker (compose, Kubernetes): wait for them.
-        # Imports may name a Kubernetes Secret with their own source credentials; without
-        # one, this runtime behaves exactly like a plain Runtime and never calls Kubernetes.
-        runtime = until_up("the database", stop, lambda: CredentialedRuntime(settings))
-        if runtime is None:
+        services = services_when_up(settings, stop)
+        if services is None:
             return 0
-        queue = until_up(
-            "NATS",
-            stop,
-            lambda: NatsQueue(
-                settings.nats_url or "",
-                settings.max_deliver,
-                ack_wait_seconds=settings.nats_ack_wait_seconds,
-                connect_timeout=settings.nats_connect_timeout_seconds,
-            ),
-        )
-        if queue is None:
-            runtime.close()
-            return 0
+        runtime, queue = services
         pool = WorkerPool(runtime, queue, concurrency)
         pool.start()
         log.info("worker started: %d concurrent files", concurrency)
