@@ -53,7 +53,8 @@ def test_a_full_object_store_fails_items_with_a_clear_reason(
         writes[key] += 1
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.root / key))
 
-    monkeypatch.setattr(LocalStore, "put_file", disk_full)
+    # The disk write itself fails; the store says what that means.
+    monkeypatch.setattr(LocalStore, "_write", disk_full)
     with serve_route("gdrive-api", FOLDER) as route:
         settings = make_settings(max_deliver=3, **route.settings)
         started = time.monotonic()

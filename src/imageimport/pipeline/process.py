@@ -3,7 +3,6 @@ record. Safe to run any number of times for the same item (at-least-once queues)
 
 from __future__ import annotations
 
-import errno
 import logging
 from collections.abc import Callable
 
@@ -12,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from imageimport.db import repo
 from imageimport.db.models import Image, Import, ImportItem
-from imageimport.errors import ForbiddenHost, ItemError, StoreFull
+from imageimport.errors import ForbiddenHost, ItemError
 from imageimport.keys import image_key, thumbnail_key
 from imageimport.pipeline.download import download
 from imageimport.pipeline.imaging import THUMBNAIL_CONTENT_TYPE, ImageInfo, inspect
@@ -24,7 +23,6 @@ log = logging.getLogger(__name__)
 
 # A full disk or quota under the object store: worth retrying (space can be freed), but never
 # forever, and the reason must say so rather than show an errno.
-_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def process_item(runtime: Runtime, job: Job, heartbeat: Callable[[], None] | None = None) -> str:
@@ -84,12 +82,6 @@ def process_item(runtime: Runtime, job: Job, heartbeat: Callable[[], None] | Non
         except ItemError as error:
             # The store refuses this file for good (S3's EntityTooLarge): no retry can help.
             return _settle(runtime, item, error.state, str(error), nbytes=fetched.size)
-        except OSError as error:
-            if error.errno not in _NO_SPACE:
-                raise
-            raise StoreFull(
-                f"The object store is full ({error.strerror or 'no space left'})."
-            ) from error
     try:
         return _commit_image(
             runtime, item, provider, fetched.sha256, fetched.size, info, (key, thumb_key)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from imageimport.errors import ConfigError
+from imageimport.errors import ConfigError, StoreFull
 from imageimport.storage import TEMP_PREFIX, validate_key, validate_prefix
 from imageimport.storage.base import ObjectStore
 
 _COPY_CHUNK = 1024 * 1024
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class LocalStore(ObjectStore):
@@ -34,6 +36,16 @@ class LocalStore(ObjectStore):
         return path
 
     def put_file(self, key: str, fileobj: BinaryIO, size: int, content_type: str) -> None:
+        try:
+            self._write(key, fileobj, size)
+        except OSError as error:
+            if error.errno not in _NO_SPACE:
+                raise
+            raise StoreFull(
+                f"The object store is full ({error.strerror or 'no space left'})."
+            ) from error
+
+    def _write(self, key: str, fileobj: BinaryIO, size: int) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".part", dir=path.parent)
