@@ -62,6 +62,14 @@ def run_in(
     return podman(*command, *options, image, *args, check=check, timeout=timeout)
 
 
+def serve_in(
+    podman: Podman, image: str, name: str, host: str, port: int, options: tuple[str, ...]
+) -> None:
+    """`imageimport serve` in a detached container, read-only as in production."""
+    run = ("run", "--detach", "--pull=never", "--name", name, *READ_ONLY, *options)
+    podman(*run, image, "serve", "--host", host, "--port", str(port))
+
+
 def env_options(env: dict[str, str]) -> tuple[str, ...]:
     return tuple(option for key, value in env.items() for option in ("--env", f"{key}={value}"))
 
@@ -154,22 +162,7 @@ def test_has_the_runtime_dependencies_and_no_dev_extras(podman: Podman, image: s
 def test_serve_answers_on_a_read_only_root(podman: Podman, image: str) -> None:
     name = podman.container_name("serve")
     port = free_port()
-    podman(
-        "run",
-        "--detach",
-        "--pull=never",
-        "--name",
-        name,
-        *READ_ONLY,
-        "--publish",
-        f"127.0.0.1:{port}:8000",
-        image,
-        "serve",
-        "--host",
-        "0.0.0.0",
-        "--port",
-        "8000",
-    )
+    serve_in(podman, image, name, "0.0.0.0", 8000, ("--publish", f"127.0.0.1:{port}:8000"))
     base = f"http://127.0.0.1:{port}"
     wait_for_http(f"{base}/healthz", podman, name)
     assert httpx.get(f"{base}/readyz", timeout=10).status_code == 200
@@ -192,23 +185,9 @@ def test_serve_imports_a_folder_into_tmp(podman: Podman, image: str) -> None:
     with start_route("gdrive-api", folder) as route:
         name = podman.container_name("serve-import")
         port = free_port()
-        podman(
-            "run",
-            "--detach",
-            "--pull=never",
-            "--name",
-            name,
-            *READ_ONLY,
-            "--network",
-            "host",  # the fake Drive listens on the host's loopback
-            *env_options(route.env),
-            image,
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        )
+        # On the host's network: the fake Drive listens on its loopback.
+        options = ("--network", "host", *env_options(route.env))
+        serve_in(podman, image, name, "127.0.0.1", port, options)
         base = f"http://127.0.0.1:{port}/api/v1"
         wait_for_http(f"http://127.0.0.1:{port}/readyz", podman, name)
         created = httpx.post(f"{base}/imports", json={"url": route.url}, timeout=10)
