@@ -8,22 +8,12 @@ from typing import Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from imageimport.db.models import Image, Import, ImportItem
+from imageimport.db.models import Image, Import, ImportItem, ImportState, ItemState
 from imageimport.db.repo import Counters
 from imageimport.pipeline.imaging import EXTENSIONS
 
 API_PREFIX = "/api/v1"
 
-ImportState = Literal[
-    "pending",
-    "listing",
-    "importing",
-    "succeeded",
-    "completed_with_failures",
-    "failed",
-    "cancelled",
-]
-ItemState = Literal["pending", "done", "duplicate", "skipped", "failed", "cancelled"]
 Provider = Literal["gdrive", "dropbox"]
 # Uppercase like the stored values; a StrEnum so /docs lists them.
 ImageFormat = StrEnum("ImageFormat", {name: name for name in EXTENSIONS})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import (
     JSON,
@@ -110,9 +110,10 @@ class Image(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-ITEM_STATES = ("pending", "done", "duplicate", "skipped", "failed", "cancelled")
+ItemState = Literal["pending", "done", "duplicate", "skipped", "failed", "cancelled"]
+ITEM_STATES: tuple[str, ...] = get_args(ItemState)
 TERMINAL_ITEM_STATES = frozenset(ITEM_STATES) - {"pending"}
-IMPORT_STATES = (
+ImportState = Literal[
     "pending",
     "listing",
     "importing",
@@ -120,5 +121,6 @@ IMPORT_STATES = (
     "completed_with_failures",
     "failed",
     "cancelled",
-)
+]
+IMPORT_STATES: tuple[str, ...] = get_args(ImportState)
 TERMINAL_IMPORT_STATES = frozenset(IMPORT_STATES[3:])
