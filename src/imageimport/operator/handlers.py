@@ -168,23 +168,10 @@ def progress(
     _announce(body, status, new)
 
 
-def resync(
-    meta: Mapping[str, Any],
-    status: Mapping[str, Any],
-    body: Any,
-    patch: kopf.Patch,
-    memo: Any,
-    **_: Any,
-) -> None:
-    context: OperatorContext = memo.context
-    import_id = status["importId"]
-    if logic.phase_of(context.runtime, import_id) == status.get("phase"):
-        return
-    new = logic.status_for(
-        context.runtime, import_id, meta.get("generation"), status.get("conditions")
-    )
-    _write(patch, status, new)
-    _announce(body, status, new)
+def resync(status: Mapping[str, Any], memo: Any, **kwargs: Any) -> None:
+    """A final phase the database no longer has: write the status as the progress timer does."""
+    if logic.phase_of(memo.context.runtime, status["importId"]) != status.get("phase"):
+        progress(status=status, memo=memo, **kwargs)
 
 
 def remove(spec: Mapping[str, Any], uid: str, body: Any, memo: Any, **_: Any) -> None:
