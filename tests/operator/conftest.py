@@ -73,7 +73,8 @@ class Stack:
         queue = NatsQueue(self.settings.nats_url or "", self.settings.max_deliver)
         operator = InProcessOperator(runtime, queue, Importer(runtime, queue))
         self.operators.append(operator)
-        memo = kopf.Memo(context=OperatorContext(runtime, operator.importer))
+        context = OperatorContext(runtime, operator.importer, resync_seconds=progress_seconds)
+        memo = kopf.Memo(context=context)
         self.kube.start_operator(memo, [NAMESPACE], progress_seconds)
         return operator
 

@@ -24,7 +24,7 @@ from imageimport.operator.credentials import CredentialedRuntime, SecretRef
 from imageimport.queue.base import Job
 from imageimport.queue.nats import NatsQueue
 from imageimport.settings import Settings
-from imageimport.sources.base import RemoteFile
+from imageimport.sources.base import RemoteFile, parse_folder_url
 from imageimport.worker.pool import WorkerPool
 from tests.distributed.cluster import purge_stream, stream_last_sequence
 from tests.fakes.folder import FakeFile, FakeFolder, big_folder, make_image
@@ -343,6 +343,17 @@ def test_status_follows_the_import_and_transition_times_move_only_on_change(
         ("Listing", "False", "Listed", "2026-01-02T03:04:05Z"),
         ("Importing", "False", "Finished", "2026-01-02T03:20:00Z"),
     ]
+
+
+def test_resource_phases_are_read_for_every_resource_at_once(world: World) -> None:
+    runtime = world.runtime()
+    first = logic.record_import(runtime, "uid-p1", spec(FOLDER_A), namespace=NAMESPACE, name="a")
+    second = logic.record_import(runtime, "uid-p2", spec(FOLDER_A), namespace=NAMESPACE, name="b")
+    with runtime.session() as session:
+        assert repo.advance_import(session, second, "listing")
+        # An import of the API's standalone mode has no resource: not read.
+        repo.create_import(session, parse_folder_url(url(FOLDER_A)), {})
+    assert logic.resource_phases(runtime) == {first: "Pending", second: "Listing"}
 
 
 def test_a_failed_listing_says_why(world: World) -> None:

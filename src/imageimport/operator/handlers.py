@@ -6,7 +6,7 @@
   filter turns false once the phase is final, so Kopf stops it for that resource.
 - a slow timer while the phase is final: an import moves on from a final state only when its
   failed files are retried (POST /api/v1/imports/{id}/retry); it then writes the new phase,
-  which starts the first timer again. It reads one column until the phases differ.
+  which starts the first timer again. These timers share one read of every import's phase.
 - delete (with the finalizer `imageimport.dev/finalizer`): cancel what is outstanding, delete
   the images when spec.options.deleteImagesOnRemoval.
 
@@ -20,8 +20,11 @@ database.
 
 from __future__ import annotations
 
+import math
+import threading
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -45,6 +48,19 @@ class OperatorContext:
 
     runtime: CredentialedRuntime
     importer: Importer
+    resync_seconds: float = RESYNC_SECONDS
+    _phases: dict[str, str] = field(default_factory=dict, init=False)
+    _phases_read_at: float = field(default=-math.inf, init=False)
+    _phases_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def phase_of(self, import_id: str) -> str | None:
+        """The import's phase as the database had it at most half a resync interval ago:
+        every finished resource's timer asks, one query answers them all."""
+        with self._phases_lock:
+            if time.monotonic() - self._phases_read_at >= self.resync_seconds / 2:
+                self._phases = logic.resource_phases(self.runtime)
+                self._phases_read_at = time.monotonic()
+            return self._phases.get(import_id)
 
 
 def make_settings() -> kopf.OperatorSettings:
@@ -170,7 +186,7 @@ def progress(
 
 def resync(status: Mapping[str, Any], memo: Any, **kwargs: Any) -> None:
     """A final phase the database no longer has: write the status as the progress timer does."""
-    if logic.phase_of(memo.context.runtime, status["importId"]) != status.get("phase"):
+    if memo.context.phase_of(status["importId"]) != status.get("phase"):
         progress(status=status, memo=memo, **kwargs)
 
 

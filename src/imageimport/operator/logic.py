@@ -171,11 +171,14 @@ def import_id_for(runtime: Runtime, uid: str) -> str | None:
 # -- status ------------------------------------------------------------------------------------
 
 
-def phase_of(runtime: Runtime, import_id: str) -> str | None:
-    """The import's phase, from its one row (cheap enough to poll for every resource)."""
+def resource_phases(runtime: Runtime) -> dict[str, str]:
+    """The phase of every import recorded for a resource, by import id: one query serves the
+    checks of every finished resource at once."""
     with runtime.session() as session:
-        state = session.scalar(select(Import.state).where(Import.id == import_id))
-    return PHASES[state] if state is not None else None
+        rows = session.execute(
+            select(Import.id, Import.state).where(Import.external_id.is_not(None))
+        )
+        return {import_id: PHASES[state] for import_id, state in rows}
 
 
 def rfc3339(moment: datetime) -> str:
