@@ -116,7 +116,8 @@ class Settings(BaseSettings):
             pattern = normalise_host_pattern(host)
             if pattern is None:
                 raise ValueError(
-                    f"entry {number} is not a host name, an IP address, '*.example.com' or '*'"
+                    f"entry {number} is not a host name or IP address (without a port), "
+                    "'*.example.com' or '*'"
                 )
             normalised.append(pattern)
         return normalised
