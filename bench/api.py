@@ -69,6 +69,7 @@ def run_api(stack: Stack, rows: int, requests: int, work_dir: Path) -> dict[str,
     env = stack.env(url, "bench-api", work_dir / "data")
     work_dir.mkdir(parents=True, exist_ok=True)
     with (work_dir / "api.log").open("wb") as log:
+        # Reads only: no token is needed (changes would be refused, and `api` warns so).
         server = subprocess.Popen(
             imageimport("api", "--host", "127.0.0.1", "--port", str(port)),
             env=env,

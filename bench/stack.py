@@ -34,6 +34,7 @@ _FOREIGN = (
     "HEALTH_",
     "DATA_DIR",
     "API_TOKEN",
+    "ALLOW",  # ALLOW_ANONYMOUS, ALLOWED_HOSTS: the benchmark talks to 127.0.0.1 only
     "IMAGEIMPORT_",
 )
 

@@ -134,7 +134,9 @@ def test_workers_scale_and_expose_their_health(compose: dict[str, Any]) -> None:
     port = app_env(compose, "worker")["HEALTH_PORT"]
     assert f"127.0.0.1:{port}/healthz" in " ".join(worker["healthcheck"]["test"])
     api = compose["services"]["api"]
-    assert api["ports"] == ["8000:8000"]
+    # Published on loopback only: that is what lets it allow anonymous changes by default.
+    assert api["ports"] == ["127.0.0.1:8000:8000"]
+    assert app_env(compose, "api")["ALLOW_ANONYMOUS"] == "true"
     assert "127.0.0.1:8000/readyz" in " ".join(api["healthcheck"]["test"])
 
 

@@ -194,6 +194,10 @@ def test_dev_stack_imports_through_its_workers_keeps_its_data_and_stops_cleanly(
             done = 'imageimport_items_total{state="done"}'
             assert sum(worker_metric(url, done) for url in stack.health_urls) == FILES
             assert_image_served(api, import_id)
+            # Its API is on loopback, like `serve`: changes need no token (this one is
+            # refused for its link, not for the missing token).
+            refused = httpx.post(f"{api}/api/v1/imports", json={"url": "nope"}, timeout=10)
+            assert refused.status_code == 422, refused.text
             stop_cleanly(stack)
         # The processes' logs were shown prefixed, and kept.
         assert re.search(r"^api +\| .*Uvicorn running", stack.stderr(), re.MULTILINE)

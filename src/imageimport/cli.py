@@ -459,8 +459,14 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
 ) -> None:
-    """Run the web page, the REST API and workers in one process (the embedded default)."""
-    _run_api(_settings(), host, port, local_workers=True)
+    """Run the web page, the REST API and workers in one process (the embedded default).
+    Without API_TOKEN, anyone may make changes only while it listens on a loopback address
+    (the default) or with ALLOW_ANONYMOUS=true."""
+    settings = _settings()
+    if settings.allow_anonymous is None and _is_loopback(host):
+        # Only this machine can connect, and the Host check keeps other sites' pages out.
+        settings = settings.model_copy(update={"allow_anonymous": True})
+    _run_api(settings, host, port, local_workers=True)
 
 
 @app.command()
@@ -468,7 +474,8 @@ def api(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
 ) -> None:
-    """Run the REST API and page without workers, for the distributed mode (needs NATS_URL)."""
+    """Run the REST API and page without workers, for the distributed mode (needs NATS_URL).
+    Without API_TOKEN it refuses changes unless ALLOW_ANONYMOUS=true."""
     settings = _settings()
     if not settings.nats_url:
         console.print(
@@ -519,4 +526,40 @@ def _run_api(settings: Settings, host: str, port: int, local_workers: bool) -> N
         make_queue(settings).close()
     except ImageImportError as error:
         raise _fail(error) from None
+    _warn_about_access(settings, host, port)
     uvicorn.run(create_app(settings, local_workers=local_workers), host=host, port=port)
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _warn_about_access(settings: Settings, host: str, port: int) -> None:
+    from imageimport.settings import secret
+
+    if secret(settings.api_token):
+        return
+    log = logging.getLogger(__name__)
+    where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+    if not settings.anonymous_writes:
+        log.warning(
+            "API_TOKEN is not set: the API refuses every change (starting, cancelling or "
+            "retrying imports, deleting images) and only answers reads. Set API_TOKEN to a "
+            "long random value (e.g. `openssl rand -hex 24`) and send it as 'Authorization: "
+            "Bearer <token>', or set ALLOW_ANONYMOUS=true to let anyone who can reach %s make "
+            "changes.",
+            where,
+        )
+    elif not _is_loopback(host):
+        log.warning(
+            "ALLOW_ANONYMOUS=true and no API_TOKEN: anyone who can reach %s can start imports "
+            "and delete images.",
+            where,
+        )

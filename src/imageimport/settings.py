@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -73,6 +75,16 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)
     health_port: int = Field(default=8081, ge=1, le=65535)
 
+    # Who may use the API when it is reachable (SECURITY.md, "Secure by default").
+    # Host names the API and page answer to; a page on another site that rebinds its own DNS
+    # name to our address sends that name and is refused. "*.example.com" for subdomains.
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1", "::1"], min_length=1, max_length=100
+    )
+    # Without API_TOKEN: true lets anyone who can reach the API make changes; unset leaves it
+    # to the command (only `serve` on a loopback address allows it), false never allows it.
+    allow_anonymous: bool | None = None
+
     # Behaviour.
     concurrency: int = Field(default=8, ge=1, le=256)
     thumbnail_size: int = Field(default=400, ge=16, le=4096)
@@ -96,6 +108,32 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL with a host")
         return value.rstrip("/")
 
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts_are_names(cls, hosts: list[str]) -> list[str]:
+        normalised = []
+        for number, host in enumerate(hosts, 1):
+            pattern = normalise_host_pattern(host)
+            if pattern is None:
+                raise ValueError(
+                    f"entry {number} is not a host name or IP address (without a port), "
+                    "'*.example.com' or '*'"
+                )
+            normalised.append(pattern)
+        return normalised
+
+    @field_validator("allow_anonymous", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # As compose passes a variable the shell does not set: `${ALLOW_ANONYMOUS:-}`.
+        return None if value == "" else value
+
+    @property
+    def anonymous_writes(self) -> bool:
+        """Whether requests without a token may change things: never once API_TOKEN is set
+        (an empty API_TOKEN, as compose passes an unset one, is no token)."""
+        return not secret(self.api_token) and self.allow_anonymous is True
+
     @cached_property
     def effective_database_url(self) -> str:
         if self.database_url:
@@ -116,6 +154,29 @@ class Settings(BaseSettings):
             self.dropbox_content_url,
             self.dropbox_web_url,
         ]
+
+
+def normalise_host_pattern(pattern: str) -> str | None:
+    """An ALLOWED_HOSTS entry in the form Host headers are compared with (lower case, IPv6
+    compressed without brackets, no trailing dot), or None if it is none of a host name, an
+    IP address, "*.domain" (its subdomains) or "*" (any host)."""
+    host = pattern.strip().lower().removesuffix(".")
+    if host == "*":
+        return host
+    name = host.removeprefix("*.")
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return host if _HOST_NAME.fullmatch(name) else None
+    return None if host.startswith("*.") else address.compressed
+
+
+# Letters, digits, hyphens and underscores in dot-separated labels (as DNS names are used).
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*"
+)
 
 
 def secret(value: SecretStr | None) -> str | None:

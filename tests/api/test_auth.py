@@ -128,3 +128,23 @@ def test_cors_allows_the_configured_origin_only(guarded: TestClient) -> None:
 
     other = guarded.get("/healthz", headers={"Origin": "http://evil.example"})
     assert "access-control-allow-origin" not in other.headers
+
+
+@sqlite_only
+def test_a_token_wins_over_allow_anonymous(api_settings: Callable[..., Settings]) -> None:
+    settings = api_settings(api_token=TOKEN, allow_anonymous=True)
+    assert not settings.anonymous_writes
+    with TestClient(create_app(settings)) as client:
+        for method, path in API_CALLS:
+            response = client.request(method, path, json={"url": 5})
+            assert_problem(response, 401, "unauthorized")
+
+
+@sqlite_only
+def test_an_empty_token_is_no_token(api_settings: Callable[..., Settings]) -> None:
+    # compose passes `API_TOKEN: ${API_TOKEN:-}`: empty means unset, not "the empty token".
+    for allow_anonymous, status in ((None, 403), (True, 422)):
+        settings = api_settings(api_token="", allow_anonymous=allow_anonymous)
+        with TestClient(create_app(settings)) as client:
+            response = client.post("/api/v1/imports", json={"url": 5})
+            assert response.status_code == status, response.text

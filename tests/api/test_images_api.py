@@ -8,6 +8,7 @@ import string
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from fastapi.testclient import TestClient
@@ -281,6 +282,13 @@ def test_s3_content_redirects_to_a_presigned_url(
             assert fetched.status_code == 200
             with PILImage.open(io.BytesIO(fetched.content)) as picture:
                 assert picture.format == "WEBP"
+
+        # The page's policy lets it show (and, with a token, fetch) what the links point at.
+        store = "{0.scheme}://{0.netloc}".format(urlsplit(location))
+        policy = client.get("/").headers["content-security-policy"]
+        directives = dict(part.strip().split(" ", 1) for part in policy.split(";"))
+        assert store in directives["img-src"].split()
+        assert store in directives["connect-src"].split()
 
         victim = images[0]
         assert client.delete(victim["links"]["self"]).status_code == 204

@@ -46,6 +46,12 @@ LAUNCH_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # A name that resolves to this machine, as an attacker's does once rebound (DNS rebinding).
+    "--host-resolver-rules=MAP rebound.test 127.0.0.1",
+    # Chromium's own defence against rebinding (Private/Local Network Access) off: the test is
+    # of the server's, which Firefox, Safari and older browsers depend on.
+    "--disable-features=LocalNetworkAccessChecks,PrivateNetworkAccessRespectPreflightResults,"
+    "BlockInsecurePrivateNetworkRequests",
 ]
 OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
 START_TIMEOUT = 60.0
@@ -210,9 +216,16 @@ def _shot(page: Any, name: str, *, full_page: bool = False) -> None:
 
 
 def _watch_for_trouble(page: Any) -> list[str]:
-    """Script errors and alert()s end up in the returned list (which must stay empty)."""
+    """Script errors, alert()s and anything the Content-Security-Policy blocked end up in the
+    returned list (which must stay empty)."""
     trouble: list[str] = []
     page.on("pageerror", lambda error: trouble.append(f"page error: {error}"))
+
+    def on_console(message: Any) -> None:
+        if "Content Security Policy" in message.text:
+            trouble.append(f"blocked: {message.text}")
+
+    page.on("console", on_console)
 
     def on_dialog(dialog: Any) -> None:
         trouble.append(f"{dialog.type}: {dialog.message}")
@@ -577,5 +590,63 @@ def test_the_gallery_places_an_image_that_was_committed_late(browser: Any, tmp_p
         expect(tiles).to_have_count(3)
         shown = tiles.evaluate_all("(buttons) => buttons.map((b) => b.dataset.id)")
         assert shown == [str(i) for i in ids]
+        assert trouble == []
+        context.close()
+
+
+def test_other_sites_can_neither_frame_nor_rebind_the_page(browser: Any, tmp_path: Path) -> None:
+    with serve(tmp_path, SMALL_FOLDER) as server:
+        context = browser.new_context(viewport={"width": 1000, "height": 800})
+        page = context.new_page()
+
+        # A page on another site framing ours (clickjacking its Import button): the browser
+        # shows nothing of ours in the frame.
+        framing = f'<h1>Win a prize</h1><iframe src="{server.base}/" width="900" height="600">'
+        page.route(
+            "http://attacker.test/",
+            lambda route: route.fulfill(status=200, content_type="text/html", body=framing),
+        )
+        page.goto("http://attacker.test/")
+        page.wait_for_load_state("load")
+        (framed,) = [frame for frame in page.frames if frame is not page.main_frame]
+        page.wait_for_timeout(500)
+        assert framed.evaluate("document.getElementById('import-form')") is None
+        _shot(page, "framed")
+
+        # DNS rebinding: the attacker's page comes from the attacker's server; then its name
+        # resolves to this machine, and its script is "same-origin" with our server, which
+        # refuses the foreign Host instead.
+        attacker = f"http://rebound.test:{server.base.rsplit(':', 1)[1]}/"
+        page.route(
+            attacker,
+            lambda route: route.fulfill(status=200, content_type="text/html", body="<p>Hi</p>"),
+        )
+        page.goto(attacker)
+        page.unroute(attacker)  # the name now leads to 127.0.0.1
+        statuses = page.evaluate(
+            """async (url) => [
+                 (await fetch('/api/v1/imports', {method: 'POST',
+                   headers: {'Content-Type': 'application/json'},
+                   body: JSON.stringify({url})})).status,
+                 (await fetch('/api/v1/imports')).status,
+                 (await fetch('/')).status,
+               ]""",
+            server.folder_url,
+        )
+        assert statuses == [400, 400, 400]
+        assert server.api("GET", "/api/v1/imports").json()["items"] == []
+        response = page.goto(attacker)
+        assert response is not None and response.status == 400
+
+        # From this machine's own name the page works, with nothing blocked by its policy.
+        trouble = _watch_for_trouble(page)
+        page.goto(server.base + "/")
+        page.locator("#folder-url").fill(server.folder_url)
+        page.locator("#import-submit").click()
+        expect(page.locator("#progress-state")).to_have_attribute(
+            "data-state", "succeeded", timeout=IMPORT_TIMEOUT_MS
+        )
+        expect(page.locator("#gallery-grid button.thumb")).to_have_count(2)
+        page.wait_for_function(ALL_THUMBNAILS_LOADED)
         assert trouble == []
         context.close()

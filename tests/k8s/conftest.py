@@ -49,7 +49,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "worker": {"autoscaling": {"enabled": False}, "replicaCount": 3},
         "config": {"mode": "standalone", "extraEnv": {"SOURCE_RETRY_ATTEMPTS": "8"}},
     },
+    # Who may use the API: a token given in the values, or anonymous changes allowed.
+    "token": {"api": {"token": "a-token-given-in-the-values"}},
+    "anonymous": {
+        "api": {"allowAnonymous": True, "allowedHosts": ["photos.example", "*.lan.example"]}
+    },
 }
+# Variants that are also upgraded (`helm upgrade` with these values) right after the install.
+UPGRADES: dict[str, dict[str, Any]] = {"default": {"api": {"replicaCount": 3}}}
 # Helm must refuse this one: values.schema.json says the port is an integer.
 INVALID_VARIANT = {"api": {"port": "eight thousand"}}
 
@@ -143,6 +150,14 @@ class Rendered:
     def name_of(self, component: str) -> str:
         return f"{self.fullname}-{component}"
 
+    @cached_property
+    def upgraded(self) -> list[dict[str, Any]]:
+        """The release's objects as the upgrade in UPGRADES rendered them."""
+        upgrade = self.result.get("upgrade")
+        assert upgrade, f"{self.name} was not upgraded (see UPGRADES)"
+        assert upgrade["error"] is None, f"helm upgrade of {self.name}: {upgrade['error']}"
+        return load_documents(upgrade["manifest"])
+
     def config_env(self) -> dict[str, str]:
         """The settings every long-running pod gets: ConfigMap, then the chart's Secret."""
         (config_map,) = self.of_kind("ConfigMap")
@@ -170,10 +185,12 @@ def chart_python() -> str:
 @pytest.fixture(scope="session")
 def helm_render(chart_python: str) -> dict[str, Any]:
     venv = chart_venv.ensure_venv(chart_python)
-    variants = {
+    variants: dict[str, dict[str, Any]] = {
         name: {"values": values, "release": RELEASE, "namespace": NAMESPACE}
         for name, values in VARIANTS.items()
     }
+    for name, values in UPGRADES.items():
+        variants[name]["upgrade"] = values
     variants["skaffold-kind"] = skaffold_variant("kind")
     variants["invalid"] = {"values": INVALID_VARIANT}
     result = subprocess.run(

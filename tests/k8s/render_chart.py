@@ -6,7 +6,8 @@ as a subprocess of the tests, which run on the project's Python:
     HELM_DRIVER=memory python render_chart.py CHART_DIR VARIANTS_JSON > out.json
 
 VARIANTS_JSON maps a variant name to {"values": ..., "release": ..., "namespace": ...}: what
-`helm install -n NAMESPACE RELEASE CHART_DIR` is given (release and namespace optional). For
+`helm install -n NAMESPACE RELEASE CHART_DIR` is given (release and namespace optional), and
+optionally "upgrade": the values of a `helm upgrade` of that release right after. For
 each variant the chart is linted (a copy whose values.yaml holds the variant's values, since
 Lint takes no values) and installed (no wait) into a fresh kmock KubernetesEmulator. The
 output holds, per variant: the lint messages, the release's rendered manifest (what
@@ -236,6 +237,9 @@ async def render_variant(chart: Path, variant: dict[str, Any]) -> dict[str, Any]
             )
         except helm_sdkpy.HelmError as error:
             return {"lint": lint, "error": str(error), "seconds": time.monotonic() - started}
+        upgraded = None
+        if "upgrade" in variant:
+            upgraded = await upgrade_variant(chart, variant, config)
         created = [
             {
                 "resource": f"{resource.group}/{resource.version}/{resource.plural}",
@@ -269,7 +273,30 @@ async def render_variant(chart: Path, variant: dict[str, Any]) -> dict[str, Any]
             file["name"] for file in release["chart"]["files"] if file["name"].startswith("crds/")
         ),
         "created": created,
+        "upgrade": upgraded,
         "seconds": time.monotonic() - started,
+    }
+
+
+async def upgrade_variant(chart: Path, variant: dict[str, Any], config: Any) -> dict[str, Any]:
+    """`helm upgrade` of the installed release with the variant's "upgrade" values: what
+    the second rendering made of the objects the first one created (e.g. through lookup)."""
+    try:
+        release = await helm_sdkpy.Upgrade(config).run(
+            variant.get("release", DEFAULT_RELEASE),
+            str(chart),
+            values=variant["upgrade"],
+            wait=False,
+            timeout=60,
+            server_side_apply=False,
+        )
+    except helm_sdkpy.HelmError as error:
+        return {"error": str(error)}
+    return {
+        "error": None,
+        "status": release["info"]["status"],
+        "notes": release["info"].get("notes", ""),
+        "manifest": release["manifest"],
     }
 
 

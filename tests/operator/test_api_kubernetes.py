@@ -20,7 +20,7 @@ from imageimport.operator.credentials import CredentialedRuntime
 from imageimport.operator.handlers import OperatorContext
 from imageimport.queue.memory import MemoryQueue
 from imageimport.settings import Settings
-from tests.api.conftest import assert_problem
+from tests.api.conftest import TEST_CLIENT_HOSTS, assert_problem
 from tests.fakes.folder import big_folder
 from tests.operator.kube import RESOURCE, KubeHarness
 from tests.pipeline.routes import start_route
@@ -41,8 +41,13 @@ def drive() -> Iterator[Any]:
 def settings(
     postgres_database: str, drive: Any, make_settings: Callable[..., Settings]
 ) -> Settings:
+    # The chart's API has a token; here anonymous changes stand in for it.
     return make_settings(
-        database_url=postgres_database, IMAGEIMPORT_MODE="kubernetes", **drive.settings
+        database_url=postgres_database,
+        IMAGEIMPORT_MODE="kubernetes",
+        allowed_hosts=TEST_CLIENT_HOSTS,
+        allow_anonymous=True,
+        **drive.settings,
     )
 
 

@@ -19,6 +19,7 @@ from schemathesis.checks import positive_data_acceptance
 from imageimport.api import create_app
 from imageimport.api.pagination import Cursors, cursor_key
 from imageimport.settings import Settings
+from tests.api.conftest import TEST_CLIENT_HOSTS
 from tests.fakes.folder import FakeFile, FakeFolder, make_image
 from tests.security.conftest import SettingsFactory, serve_route
 
@@ -35,7 +36,12 @@ def app_settings(make_settings: SettingsFactory) -> Iterator[Callable[..., Setti
     with serve_route("gdrive-api", FOLDER) as route:
 
         def build(**overrides: Any) -> Settings:
-            values = {"api_token": TOKEN, "source_retry_attempts": 1, **route.settings}
+            values = {
+                "api_token": TOKEN,
+                "allowed_hosts": TEST_CLIENT_HOSTS,
+                "source_retry_attempts": 1,
+                **route.settings,
+            }
             return make_settings(**(values | overrides))
 
         build.url = route.url  # type: ignore[attr-defined]

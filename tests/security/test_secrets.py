@@ -22,6 +22,7 @@ from imageimport.api import create_app
 from imageimport.db.models import Image, Import, ImportItem
 from imageimport.runtime import Runtime
 from imageimport.settings import Settings, redact_url
+from tests.api.conftest import TEST_CLIENT_HOSTS
 from tests.commands import run_imageimport
 from tests.fakes.folder import FakeFile, FakeFolder, make_image
 from tests.security.conftest import (
@@ -261,6 +262,7 @@ def test_api_responses_never_carry_credentials(
     with serve_route("gdrive-api", FOLDER) as route:
         settings = make_settings(
             api_token=API_TOKEN,
+            allowed_hosts=TEST_CLIENT_HOSTS,
             dropbox_app_key=DROPBOX_KEY,
             dropbox_app_secret=DROPBOX_SECRET,
             dropbox_refresh_token=DROPBOX_REFRESH,

@@ -159,6 +159,8 @@ MAX_DELIVER: {{ .Values.config.maxDeliver | quote }}
 HTTP_TIMEOUT_SECONDS: {{ .Values.config.httpTimeoutSeconds | quote }}
 THUMBNAIL_SIZE: {{ .Values.config.thumbnailSize | quote }}
 CORS_ORIGINS: {{ .Values.api.corsOrigins | toJson | quote }}
+ALLOWED_HOSTS: {{ include "imageimport.apiAllowedHosts" . | quote }}
+ALLOW_ANONYMOUS: {{ .Values.api.allowAnonymous | toString | quote }}
 {{- range $key, $value := .Values.config.extraEnv }}
 {{ $key }}: {{ $value | toString | quote }}
 {{- end }}
@@ -237,4 +239,34 @@ pre-install,pre-upgrade
 - secretRef:
     name: {{ . }}
 {{- end }}
+{{- end -}}
+
+{{/* Who may use the API (SECURITY.md, "Secure by default") ---------------------------------- */}}
+
+{{/* Non-empty when the chart generates the API token: none is given (api.token, or in
+     existingSecret, which replaces the chart's secret values) and anonymous changes are not
+     allowed. */}}
+{{- define "imageimport.generatesApiToken" -}}
+{{- if and .Values.api.enabled (not .Values.api.allowAnonymous) (not .Values.api.token) (not .Values.existingSecret) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{- define "imageimport.apiTokenSecretName" -}}
+{{- include "imageimport.componentName" (list . "api-token") -}}
+{{- end -}}
+
+{{/* Host names the API answers to (a JSON list): local ones for port-forwards, the Service's
+     in-cluster names, the Ingress host and api.allowedHosts. */}}
+{{- define "imageimport.apiAllowedHosts" -}}
+{{- $service := include "imageimport.componentName" (list . "api") -}}
+{{- $namespace := .Release.Namespace -}}
+{{- $hosts := list "localhost" "127.0.0.1" "::1" $service -}}
+{{- range $suffix := list "" ".svc" ".svc.cluster.local" -}}
+{{- $hosts = append $hosts (printf "%s.%s%s" $service $namespace $suffix) -}}
+{{- end -}}
+{{- if .Values.api.ingress.enabled -}}
+{{- $hosts = append $hosts .Values.api.ingress.host -}}
+{{- end -}}
+{{- concat $hosts .Values.api.allowedHosts | uniq | toJson -}}
 {{- end -}}

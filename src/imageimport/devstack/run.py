@@ -290,10 +290,14 @@ class DevStack:
 
     def _start_app(self) -> None:
         options = self.options
+        # Like `imageimport serve`, the stack's API listens on loopback only: anyone on this
+        # machine may make changes, unless the user's own ALLOW_ANONYMOUS or API_TOKEN says
+        # otherwise (a token always wins).
+        anonymous = {} if "ALLOW_ANONYMOUS" in os.environ else {"ALLOW_ANONYMOUS": "true"}
         self.api = ManagedProcess(
             self._command("api", "--host", HOST, "--port", str(options.api_port)),
             self._log_path("api"),
-            env=self._env(),
+            env=self._env(**anonymous),
         )
         for number in range(1, options.workers + 1):
             health_port = free_port()
