@@ -156,11 +156,7 @@ class TempFiles:
         ends."""
         directory = self.where()
         _owner.acquire(directory, self.prefix, pin=True)
-        return {
-            "prefix": f"{self.prefix}{_owner.id}-",
-            "suffix": self.suffix,
-            "dir": str(directory),
-        }
+        return self._arguments(directory)
 
     @contextmanager
     def new(self) -> Iterator[tuple[int, str]]:
@@ -168,14 +164,16 @@ class TempFiles:
         directory = self.where()
         _owner.acquire(directory, self.prefix, pin=False)
         try:
-            yield self._mkstemp(directory)
+            yield tempfile.mkstemp(**self._arguments(directory))
         finally:
             _owner.release(directory, self.prefix)
 
-    def _mkstemp(self, directory: Path) -> tuple[int, str]:
-        return tempfile.mkstemp(
-            prefix=f"{self.prefix}{_owner.id}-", suffix=self.suffix, dir=directory
-        )
+    def _arguments(self, directory: Path) -> dict[str, str]:
+        return {
+            "prefix": f"{self.prefix}{_owner.id}-",
+            "suffix": self.suffix,
+            "dir": str(directory),
+        }
 
     def sweep(self, max_age: float) -> int:
         """Remove the files of owners that are gone; the number removed."""
