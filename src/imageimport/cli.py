@@ -6,10 +6,10 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -19,6 +19,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeRemainingColumn,
@@ -29,6 +30,9 @@ from sqlalchemy import select
 from imageimport.db.models import Image, ImportItem
 from imageimport.errors import DatabaseUnavailable, ImageImportError
 from imageimport.settings import Settings
+
+if TYPE_CHECKING:
+    from imageimport.pipeline.embedded import Snapshot
 
 app = typer.Typer(
     help="Import images from public Google Drive and Dropbox folders.",
@@ -117,8 +121,9 @@ def import_(
         ),
     ] = False,
 ) -> None:
-    """Import every image of a folder into the configured store, with a live progress bar."""
-    from imageimport.pipeline.embedded import Snapshot, run_import
+    """Import every image of a folder into the configured store, with a live progress bar.
+    Without NATS, an import of the same folder that was interrupted is finished instead."""
+    from imageimport.pipeline.embedded import run_import
     from imageimport.queue import make_queue
     from imageimport.sources.base import parse_folder_url
 
@@ -135,6 +140,35 @@ def import_(
     if detach:
         _plan_detached(runtime, queue, url)
         return
+
+    def resuming(import_id: str) -> None:
+        console.print(
+            f"Carrying on with import {import_id} of this folder: it was interrupted before "
+            "it finished."
+        )
+
+    try:
+        with _progress() as show:
+            result = run_import(
+                runtime,
+                url,
+                concurrency or settings.concurrency,
+                show,
+                queue=queue,
+                local_workers=local_workers if local_workers is not None else not settings.nats_url,
+                on_resume=resuming,
+            )
+    except ImageImportError as error:
+        raise _fail(error) from None
+    finally:
+        queue.close()
+        runtime.close()
+    _finish(settings, [result])
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[Snapshot], None]]:
+    """A live progress bar per import; yields the function that takes each import's Snapshot."""
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -144,42 +178,32 @@ def import_(
         TimeRemainingColumn(),
     )
     started = time.monotonic()
-    try:
-        with Progress(*columns, console=console) as progress:
-            task = progress.add_task("listing", total=None, transfer="")
+    with Progress(*columns, console=console) as progress:
+        tasks: dict[str, TaskID] = {}
 
-            def show(snap: Snapshot) -> None:
-                c = snap.counters
-                elapsed = max(time.monotonic() - started, 1e-6)
-                transfer = (
-                    f"{c.bytes / 1e6:,.1f} MB  {c.finished / elapsed:,.1f} files/s  "
-                    f"{c.bytes / 1e6 / elapsed:,.1f} MB/s"
-                )
-                total = c.discovered if snap.state != "listing" else None
-                progress.update(
-                    task,
-                    description=snap.state,
-                    completed=c.finished,
-                    total=total,
-                    transfer=transfer,
-                )
-
-            result = run_import(
-                runtime,
-                url,
-                concurrency or settings.concurrency,
-                show,
-                queue=queue,
-                local_workers=local_workers if local_workers is not None else not settings.nats_url,
+        def show(snap: Snapshot) -> None:
+            c = snap.counters
+            elapsed = max(time.monotonic() - started, 1e-6)
+            transfer = (
+                f"{c.bytes / 1e6:,.1f} MB  {c.finished / elapsed:,.1f} files/s  "
+                f"{c.bytes / 1e6 / elapsed:,.1f} MB/s"
             )
-    except ImageImportError as error:
-        raise _fail(error) from None
-    finally:
-        queue.close()
-        runtime.close()
-    _summary(settings, result)
-    c = result.counters
-    if c.imported + c.duplicates == 0:
+            task = tasks.get(snap.import_id)
+            if task is None:
+                task = tasks[snap.import_id] = progress.add_task("", total=None, transfer="")
+            total = c.discovered if snap.state != "listing" else None
+            progress.update(
+                task, description=snap.state, completed=c.finished, total=total, transfer=transfer
+            )
+
+        yield show
+
+
+def _finish(settings: Settings, results: list[Snapshot]) -> None:
+    """Each import's summary; exit 1 when one of them has no image at all."""
+    for result in results:
+        _summary(settings, result)
+    if any(r.counters.imported + r.counters.duplicates == 0 for r in results):
         raise typer.Exit(1)
 
 
@@ -203,9 +227,16 @@ def _plan_detached(runtime: Any, queue: Any, url: str) -> None:
 
 
 @app.command()
-def resume() -> None:
-    """List again the imports whose listing was interrupted (crash, restart), then return."""
+def resume(
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", "-c", min=1, max=256, help="Parallel files.")
+    ] = None,
+) -> None:
+    """Finish the imports a crash or restart interrupted. Without NATS, this process does the
+    work, with the progress, summary and exit code of `import`; with NATS, it lists again the
+    interrupted listings and returns (the workers do the rest)."""
     from imageimport.imports import Importer
+    from imageimport.pipeline.embedded import resume_imports
     from imageimport.queue import make_queue
 
     settings = _settings()
@@ -215,13 +246,23 @@ def resume() -> None:
     except ImageImportError as error:
         raise _fail(error) from None
     try:
-        importer = Importer(runtime, queue)
-        resumed = importer.resume_interrupted()
-        importer.wait()
+        if queue.durable:
+            importer = Importer(runtime, queue)
+            resumed = importer.resume_interrupted()
+            importer.wait()
+            console.print(f"Resumed {len(resumed)} import(s).")
+            return
+        with _progress() as show:
+            results = resume_imports(runtime, concurrency or settings.concurrency, show, queue)
+    except ImageImportError as error:
+        raise _fail(error) from None
     finally:
         queue.close()
         runtime.close()
-    console.print(f"Resumed {len(resumed)} import(s).")
+    if not results:
+        console.print("No interrupted import to finish.")
+        return
+    _finish(settings, results)
 
 
 @app.command()
@@ -328,7 +369,7 @@ def _summary(settings: Settings, result: Any) -> None:
     if result.error:
         _print_error(result.error)
     if c.failed:
-        runtime = Runtime(settings, migrate=False)
+        runtime = Runtime(settings, migrate=False, housekeeping=False)
         try:
             with runtime.session() as session:
                 failed = session.execute(

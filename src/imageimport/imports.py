@@ -7,8 +7,10 @@ import logging
 import threading
 from typing import Any
 
+from sqlalchemy import select
+
 from imageimport.db import repo
-from imageimport.db.models import Import
+from imageimport.db.models import TERMINAL_IMPORT_STATES, Import
 from imageimport.pipeline.plan import plan_import
 from imageimport.queue.base import Job, JobQueue
 from imageimport.runtime import Runtime
@@ -66,25 +68,61 @@ class Importer:
         return thread is not None and thread.is_alive()
 
     def resume_interrupted(self) -> list[str]:
-        """Plan again every import whose listing was cut short (a crash, a restart); with a
-        queue that did not outlive the last process, publish pending files again too."""
+        """Carry on every unfinished import (see `resume`); the ones carried on."""
         with self.runtime.session() as session:
-            unfinished = [(r.id, r.state, r.round) for r in repo.unfinished_imports(session)]
-        resumed = []
-        for import_id, state, round_ in unfinished:
-            if state in ("pending", "listing"):
-                log.info("resuming the listing of import %s", import_id)
-                self.plan_in_background(import_id)
-            elif not self.queue.durable:
-                with self.runtime.session() as session:
-                    items = repo.pending_items(session, import_id)
-                    jobs = [Job(import_id, i.id, i.remote_id, round_) for i in items]
-                log.info("publishing %d pending files of import %s again", len(jobs), import_id)
-                self.queue.publish(jobs)
-            else:
-                continue
-            resumed.append(import_id)
-        return resumed
+            unfinished = [record.id for record in repo.unfinished_imports(session)]
+        return [import_id for import_id in unfinished if self.resume(import_id)]
+
+    def resume(self, import_id: str) -> bool:
+        """Carry on an import whose process stopped (a crash, a restart): list it again if its
+        listing was cut short, and with a queue that did not outlive that process, publish its
+        pending files again. False when there is nothing to do here: the import is finished,
+        or it is listed and a durable queue holds its files for the workers.
+
+        Safe while another process still works on it: items are settled once, and images are
+        unique by content, so the worst case is a file downloaded twice."""
+        with self.runtime.session() as session:
+            record = session.get(Import, import_id)
+            if record is None or record.state in TERMINAL_IMPORT_STATES:
+                return False
+            state = record.state
+            jobs: list[Job] = []
+            if not self.queue.durable:
+                jobs = [
+                    Job(import_id, item.id, item.remote_id, record.round)
+                    for item in repo.pending_items(session, import_id)
+                ]
+        listing = state in ("pending", "listing")
+        if not listing and self.queue.durable:
+            return False
+        if jobs:
+            # Before listing again: a listing that fails now must not leave the files listed
+            # earlier pending for good. The queue drops the ones the listing publishes again.
+            log.info("publishing %d pending files of import %s again", len(jobs), import_id)
+            self.queue.publish(jobs)
+        if listing:
+            log.info("resuming the listing of import %s", import_id)
+            self.plan_in_background(import_id)
+        else:
+            # The process may have stopped between settling the last file and the import.
+            with self.runtime.session() as session:
+                repo.finish_if_complete(session, import_id)
+        return True
+
+    def unfinished_import_of(self, url: str) -> str | None:
+        """The latest import of this folder that has not finished, if any."""
+        ref = parse_folder_url(url)
+        with self.runtime.session() as session:
+            return session.scalar(
+                select(Import.id)
+                .where(
+                    Import.provider == ref.provider,
+                    Import.url == ref.url,
+                    Import.state.not_in(TERMINAL_IMPORT_STATES),
+                )
+                .order_by(Import.created_at.desc(), Import.id.desc())
+                .limit(1)
+            )
 
     def cancel(self, import_id: str) -> bool:
         """Stop an import: its remaining items are settled as cancelled, not processed."""

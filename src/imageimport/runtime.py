@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from imageimport.db.engine import make_engine, make_session_factory
 from imageimport.db.migrate import upgrade
 from imageimport.db.models import Import
+from imageimport.housekeeping import Housekeeper
 from imageimport.settings import Settings
 from imageimport.sources.base import Source, open_source
 from imageimport.storage import make_store
@@ -19,7 +20,9 @@ from imageimport.storage.base import ObjectStore
 
 
 class Runtime:
-    def __init__(self, settings: Settings, migrate: bool = True) -> None:
+    def __init__(self, settings: Settings, migrate: bool = True, housekeeping: bool = True) -> None:
+        """`housekeeping`: remove what crashed processes left (at once, then periodically
+        until `close()`); off only for a short look at the database."""
         self.settings = settings
         self.engine = make_engine(settings)
         if migrate:
@@ -28,6 +31,9 @@ class Runtime:
         self.store: ObjectStore = make_store(settings)
         self._sources: dict[str, Source] = {}
         self._lock = threading.Lock()
+        self._housekeeper = Housekeeper(settings, self.store) if housekeeping else None
+        if self._housekeeper is not None:
+            self._housekeeper.start()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -53,6 +59,8 @@ class Runtime:
             source.close()
 
     def close(self) -> None:
+        if self._housekeeper is not None:
+            self._housekeeper.stop()
         with self._lock:
             sources, self._sources = list(self._sources.values()), {}
         for source in sources:

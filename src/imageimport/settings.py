@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     source_retry_max_wait_seconds: float = Field(default=60.0, gt=0)
     max_deliver: int = Field(default=10, ge=1)
 
+    # Crash leftovers. Temporary files of processes that are gone are removed at once; what
+    # no process can be checked for (an S3 multipart upload, a temporary file written by an
+    # older version or on a filesystem without locks) once it is this old.
+    temp_max_age_seconds: float = Field(default=86400.0, ge=10)
+
     @field_validator(
         "gdrive_api_url",
         "gdrive_web_url",

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -125,6 +126,43 @@ def test_list_keys(store: LocalStore) -> None:
     assert sorted(store.list_keys("a")) == ["a/1.jpg", "a/sub/3.jpg", "ab/4.jpg"]
     assert list(store.list_keys("a/sub/3")) == ["a/sub/3.jpg"]
     assert list(store.list_keys("missing/")) == []
+
+
+def test_partial_objects_are_written_in_the_root_under_this_processes_name(
+    store: LocalStore,
+) -> None:
+    from imageimport.tempfiles import owner_id
+
+    seen: list[list[str]] = []
+
+    class Watched(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            seen.append(sorted(path.name for path in store.root.iterdir() if path.is_file()))
+            return super().read(size)
+
+    store.put_file("a/b/key.jpg", Watched(b"data"), 4, "image/jpeg")
+    (partial, lock) = seen[0]
+    assert partial.startswith(f".tmp-{owner_id()}-") and partial.endswith(".part")
+    assert lock == f".tmp-{owner_id()}.lock"
+    assert temp_leftovers(store.root) == []
+
+
+def test_older_versions_partial_objects_are_removed_once_old(store: LocalStore) -> None:
+    """Before owner-named files, partial objects were written next to their key."""
+    store.put_bytes("images/ab/key.jpg", b"x", "image/jpeg")
+    old = store.root / "images" / "ab" / ".tmp-k7x2q9za.part"
+    fresh = store.root / "images" / "ab" / ".tmp-w3e4r5t6.part"
+    for path in (old, fresh):
+        path.write_bytes(b"partial")
+    day_ago = time.time() - 86400
+    os.utime(old, (day_ago, day_ago))
+
+    assert store.remove_leftovers(3600) == 1
+    assert temp_leftovers(store.root) == [fresh]
+    assert list(store.list_keys()) == ["images/ab/key.jpg"]
+    # One walk per process: the store is not walked again every few minutes.
+    os.utime(fresh, (day_ago, day_ago))
+    assert store.remove_leftovers(3600) == 0
 
 
 def test_list_keys_of_a_store_never_written(tmp_path: Path) -> None:

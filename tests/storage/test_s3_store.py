@@ -7,6 +7,7 @@ import io
 import math
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -190,6 +191,32 @@ def test_multipart_upload_of_a_large_file(make: MakeStore, tmp_path: Path) -> No
     for chunk in store.iter_bytes("big.bin", chunk_size=MiB):
         downloaded.update(chunk)
     assert downloaded.hexdigest() == digest.hexdigest()
+
+
+def test_stale_multipart_uploads_under_the_prefix_are_aborted(s3_settings: Settings) -> None:
+    # Real server only: moto reports every upload as started on 2010-11-10.
+    store = S3Store(s3_settings.model_copy(update={"s3_prefix": "photos"}))
+    store.ensure_bucket()
+
+    def begin(key: str) -> str:
+        return str(store.client.create_multipart_upload(Bucket=store.bucket, Key=key)["UploadId"])
+
+    def open_uploads() -> set[str]:
+        answer = store.client.list_multipart_uploads(Bucket=store.bucket)
+        return {upload["UploadId"] for upload in answer.get("Uploads", ())}
+
+    ours, theirs = begin("photos/images/ab/big.jpg"), begin("other/big.bin")
+    assert store.remove_leftovers(3600) == 0  # too young: a live worker may be uploading
+    assert open_uploads() == {ours, theirs}
+    time.sleep(2.5)  # S3 reports the start to the second
+    assert store.remove_leftovers(1) == 1
+    assert open_uploads() == {theirs}
+
+
+def test_leftovers_of_a_missing_bucket_are_none(make: MakeStore) -> None:
+    store = make(s3_create_bucket=False)
+    assert store.remove_leftovers(0) == 0
+    assert not bucket_exists(store)
 
 
 def test_small_file_is_a_single_put(make: MakeStore) -> None:

@@ -1,4 +1,5 @@
-"""Run an import from start to end in this process and watch it: `imageimport import`.
+"""Run an import from start to end in this process and watch it: `imageimport import`, and
+`imageimport resume` without NATS.
 
 With the in-process queue, this process also does the work; with NATS, workers elsewhere do
 it unless local workers are asked for."""
@@ -6,7 +7,8 @@ it unless local workers are asked for."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from imageimport.db import repo
@@ -48,29 +50,77 @@ def run_import(
     queue: JobQueue | None = None,
     local_workers: bool = True,
     poll_seconds: float = 0.2,
+    on_resume: Callable[[str], None] | None = None,
 ) -> Snapshot:
+    """Import a folder. With a queue that lives in this process, an unfinished import of the
+    same folder (its process was interrupted) is carried on instead of starting another one,
+    and `on_resume` is told its id."""
     queue = queue or MemoryQueue()
     importer = Importer(runtime, queue)
-    pool = WorkerPool(runtime, queue, concurrency) if local_workers else None
+    with _workers(runtime, queue, concurrency, local_workers):
+        import_id = None
+        if not queue.durable:
+            import_id = importer.unfinished_import_of(url)
+        if import_id is not None and importer.resume(import_id):
+            if on_resume is not None:
+                on_resume(import_id)
+        else:
+            import_id = importer.start(url)  # a bad URL fails here, before anything is recorded
+        (result,) = _follow(runtime, importer, queue, [import_id], on_progress, poll_seconds)
+        return result
+
+
+def resume_imports(
+    runtime: Runtime,
+    concurrency: int,
+    on_progress: Callable[[Snapshot], None] | None = None,
+    queue: JobQueue | None = None,
+    poll_seconds: float = 0.2,
+) -> list[Snapshot]:
+    """Finish, in this process, every import that an interrupted process left unfinished."""
+    queue = queue or MemoryQueue()
+    importer = Importer(runtime, queue)
+    with _workers(runtime, queue, concurrency, True):
+        resumed = importer.resume_interrupted()
+        return _follow(runtime, importer, queue, resumed, on_progress, poll_seconds)
+
+
+@contextmanager
+def _workers(runtime: Runtime, queue: JobQueue, concurrency: int, enabled: bool) -> Iterator[None]:
+    pool = WorkerPool(runtime, queue, concurrency) if enabled else None
     if pool is not None:
         pool.start()
     try:
-        import_id = importer.start(url)  # a bad URL fails here, before anything is recorded
-        try:
-            while True:
-                current = snapshot(runtime, import_id)
-                if on_progress is not None:
-                    on_progress(current)
-                # A final state is not enough: a listing that failed half-way leaves
-                # already-queued files that still get imported.
-                if current.finished and not importer.is_planning(import_id) and _drained(queue):
-                    return current
-                time.sleep(poll_seconds)
-        finally:
-            runtime.forget_source(import_id)
+        yield
     finally:
         if pool is not None:
             pool.stop()
+
+
+def _follow(
+    runtime: Runtime,
+    importer: Importer,
+    queue: JobQueue,
+    import_ids: list[str],
+    on_progress: Callable[[Snapshot], None] | None,
+    poll_seconds: float,
+) -> list[Snapshot]:
+    """Report progress until every import is finished and no file of theirs is in hand."""
+    try:
+        while True:
+            current = [snapshot(runtime, import_id) for import_id in import_ids]
+            if on_progress is not None:
+                for snap in current:
+                    on_progress(snap)
+            # A final state is not enough: a listing that failed half-way leaves
+            # already-queued files that still get imported.
+            done = all(s.finished and not importer.is_planning(s.import_id) for s in current)
+            if done and _drained(queue):
+                return current
+            time.sleep(poll_seconds)
+    finally:
+        for import_id in import_ids:
+            runtime.forget_source(import_id)
 
 
 def _drained(queue: JobQueue) -> bool:

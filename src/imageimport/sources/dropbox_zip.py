@@ -127,7 +127,9 @@ class DropboxZipSource(Source):
         url = with_web_base(self.ref.url, self.settings)
         url += ("&" if "?" in url else "?") + "dl=1"
         limit = self.settings.zip_max_total_bytes
-        descriptor, name = tempfile.mkstemp(prefix="imageimport-dropbox-", suffix=".zip")
+        from imageimport.tempfiles import DROPBOX_ZIPS  # owner-named, so crash leftovers go
+
+        descriptor, name = tempfile.mkstemp(**DROPBOX_ZIPS.mkstemp_arguments())
         path = Path(name)
         try:
             with (

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from imageimport.tempfiles import TempFiles
 
 
 class ObjectStore(ABC):
@@ -12,6 +15,8 @@ class ObjectStore(ABC):
     never by users, but implementations still refuse keys that could escape their root."""
 
     name: str
+    # Where this store writes partial objects on this machine, if anywhere.
+    temp_files: TempFiles | None = None
 
     @abstractmethod
     def put_file(self, key: str, fileobj: BinaryIO, size: int, content_type: str) -> None:
@@ -44,6 +49,12 @@ class ObjectStore(ABC):
     def presigned_url(self, key: str, expires_seconds: int = 300) -> str | None:
         """A short-lived URL a browser can GET, or None when the store has none (local)."""
         return None
+
+    def remove_leftovers(self, max_age_seconds: float) -> int:
+        """Remove what writers that died mid-write left in the store itself (beyond
+        `temp_files`) once it is `max_age_seconds` old; may be slow or use the network. The
+        number of things removed."""
+        return 0
 
     @abstractmethod
     def check(self) -> None:

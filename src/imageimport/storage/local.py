@@ -13,6 +13,7 @@ from typing import BinaryIO
 from imageimport.errors import ConfigError, StoreFull
 from imageimport.storage import TEMP_PREFIX, validate_key, validate_prefix
 from imageimport.storage.base import ObjectStore
+from imageimport.tempfiles import TempFiles
 
 _COPY_CHUNK = 1024 * 1024
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -26,6 +27,10 @@ class LocalStore(ObjectStore):
         # fsync costs a disk flush per object; only worth it where a power cut must not lose
         # objects the database already points at.
         self.fsync = fsync
+        # Partial objects are written in the root, not next to their key, so finding what a
+        # crashed process left reads one directory, not the whole store.
+        self.temp_files = TempFiles(TEMP_PREFIX, ".part", self.root)
+        self._old_leftovers_checked = False
 
     def _path(self, key: str) -> Path:
         validate_key(key)
@@ -48,7 +53,14 @@ class LocalStore(ObjectStore):
     def _write(self, key: str, fileobj: BinaryIO, size: int) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".part", dir=path.parent)
+        with self.temp_files.new() as (handle, temp_name):
+            self._fill(key, path, handle, temp_name, fileobj, size)
+        if self.fsync:
+            _fsync_directory(path.parent)
+
+    def _fill(
+        self, key: str, path: Path, handle: int, temp_name: str, fileobj: BinaryIO, size: int
+    ) -> None:
         try:
             with os.fdopen(handle, "wb") as out:
                 remaining = size
@@ -73,8 +85,6 @@ class LocalStore(ObjectStore):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp_name)
             raise
-        if self.fsync:
-            _fsync_directory(path.parent)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -114,6 +124,22 @@ class LocalStore(ObjectStore):
                 key = base + filename
                 if key.startswith(prefix):
                     yield key
+
+    def remove_leftovers(self, max_age_seconds: float) -> int:
+        """Versions before owner-named temporary files wrote them next to their key: look for
+        those once per process, and remove them once unchanged for `max_age_seconds` (their
+        writer cannot be checked). Today's are swept from the root with `temp_files`."""
+        if self._old_leftovers_checked:
+            return 0
+        removed = 0
+        for directory, _, filenames in os.walk(self.root):
+            if Path(directory) == self.root:
+                continue
+            if any(name.startswith(TEMP_PREFIX) for name in filenames):
+                old = TempFiles(TEMP_PREFIX, ".part", Path(directory))
+                removed += old.sweep(max_age_seconds)
+        self._old_leftovers_checked = True
+        return removed
 
     def check(self) -> None:
         try:

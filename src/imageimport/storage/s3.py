@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
@@ -36,6 +38,8 @@ from imageimport.storage.base import ObjectStore
 
 if TYPE_CHECKING:
     from imageimport.settings import Settings
+
+log = logging.getLogger(__name__)
 
 _RETRYABLE_CODES = frozenset(
     {
@@ -306,6 +310,39 @@ class S3Store(ObjectStore):
             )
         except (ClientError, BotoCoreError) as error:
             self._raise(error, "sign a URL for", key)
+
+    def remove_leftovers(self, max_age_seconds: float) -> int:
+        """Abort the multipart uploads under this store's prefix that began more than
+        `max_age_seconds` ago. A worker killed mid-upload leaves its parts stored (and billed)
+        but invisible to listings; none of ours lasts that long. The bucket is not created."""
+        full_prefix = f"{self.prefix}/" if self.prefix else ""
+        started_before = datetime.now(UTC) - timedelta(seconds=max_age_seconds)
+        pages = self.client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=full_prefix
+        )
+        aborted = 0
+        try:
+            for page in pages:
+                for upload in page.get("Uploads", ()):
+                    if upload["Initiated"] < started_before:
+                        aborted += self._abort(upload["Key"], upload["UploadId"])
+        except ClientError as error:
+            if _code(error) == "NoSuchBucket":
+                return aborted
+            self._raise(error, "list the unfinished uploads of")
+        except BotoCoreError as error:
+            self._raise(error, "list the unfinished uploads of")
+        return aborted
+
+    def _abort(self, full_key: str, upload_id: str) -> int:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=full_key, UploadId=upload_id)
+        except ClientError as error:
+            if _code(error) == "NoSuchUpload":  # another process aborted it first
+                return 0
+            raise
+        log.info("aborted the stale multipart upload of %s", full_key)
+        return 1
 
     def check(self) -> None:
         self.ensure_bucket()
