@@ -26,7 +26,7 @@ from sqlalchemy import create_engine, select
 from imageimport.db.models import Import, ImportItem
 from imageimport.pipeline.download import SPOOL_BYTES
 from imageimport.settings import Settings
-from imageimport.sources.http import CHUNK_SIZE, MAX_REDIRECTS
+from imageimport.sources.http import CHUNK_SIZE
 from tests.commands import Measured, run_measured
 from tests.fakes.folder import FakeFile, FakeFolder, make_image
 from tests.security.conftest import Route, SettingsFactory, imported, items_by_path, serve_route
@@ -42,6 +42,7 @@ CONCURRENCY = 2
 # own noise between two runs. A layered bomb below inflates to BOMB_BYTES, 20 times this.
 MARGIN = CONCURRENCY * (SPOOL_BYTES + 4 * CHUNK_SIZE) + 32 * MiB
 BOMB_BYTES = 1 * GiB
+MAX_REDIRECTS = 10  # what every source client follows (sources/http.py, the Dropbox session)
 _SETTING_NAMES = {name.upper() for name in Settings.model_fields} | {"IMAGEIMPORT_MODE"}
 
 PICTURES = [FakeFile(f"p{n}.jpg", make_image(40, 30, "JPEG", seed=500 + n)) for n in range(3)]
