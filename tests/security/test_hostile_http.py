@@ -287,6 +287,26 @@ def test_a_compressed_listing_is_refused_in_bounded_memory(
     assert outcome.items == {}
 
 
+@pytest.mark.timeout(300)
+def test_the_body_of_a_redirect_is_never_read(tmp_path: Path, baseline: Baselines) -> None:
+    """Only a redirect's Location matters; httpx reads a followed redirect's body whole."""
+    ordinary = baseline("gdrive-public")
+    with serve_route("gdrive-public", FOLDER) as route:
+        # Redirected to the same download with its parameters in another order (so this
+        # rule matches once), after 256 MiB of body nobody needs.
+        route.tap.answer(
+            file_target(route, BOMB),
+            302,
+            bytes(MiB),
+            repeat=256,
+            location=f"/download?export=download&confirm=t&id={BOMB.id}",
+        )
+        outcome = import_measured(route, tmp_path / "data")
+
+    assert_bounded(outcome, ordinary)
+    assert outcome.state == "succeeded", outcome.items
+
+
 # -- protocol errors -----------------------------------------------------------------------
 
 
@@ -409,4 +429,23 @@ def test_an_unusable_answer_fails_the_file_at_once_with_a_reason(
     assert broken.reason.startswith("Downloading 'bomb.jpg' from Google Drive: ")
     assert broken.attempts == 0
     assert tries == 1 + len(PICTURES)  # one request for it, one for each other file
+    assert not unexpected_logs(caplog)
+
+
+@pytest.mark.timeout(120)
+def test_a_dropbox_redirect_to_another_scheme_fails_the_file_at_once(
+    make_settings: SettingsFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """requests finds no adapter for ftp:, before any host guard could refuse it."""
+    caplog.set_level(logging.INFO)
+    with serve_route("dropbox-api", FOLDER) as route:
+        route.tap.redirect(file_target(route, BOMB), "ftp://127.0.0.1/bomb.jpg")
+        settings = make_settings(max_deliver=3, **route.settings)
+        with imported(settings, route.url) as (runtime, result):
+            items = {item.name: item for item in items_by_path(runtime, result.import_id).values()}
+
+    redirected = items[BOMB.name]
+    assert redirected.state == "failed"
+    assert "neither http nor https" in (redirected.reason or ""), redirected.reason
+    assert redirected.attempts == 0
     assert not unexpected_logs(caplog)
