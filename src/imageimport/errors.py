@@ -65,3 +65,9 @@ class ForbiddenHost(ImageImportError):
     def __init__(self, host: str) -> None:
         super().__init__(f"Refused to contact {host}: it is not a configured source host.")
         self.host = host
+
+
+class UnusableAnswer(ItemError, SourceUnavailable):
+    """A source answered in a way no retry will change: a redirect loop, an invalid address to
+    go to, a body compressed in more layers or codings than are accepted, or a garbled one.
+    Both kinds: while downloading, that file fails at once; while listing, the listing does."""

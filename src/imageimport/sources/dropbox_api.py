@@ -21,10 +21,16 @@ from dropbox.files import FileMetadata, FolderMetadata, ListFolderResult, Shared
 from dropbox.session import HOST_API, HOST_CONTENT, HOST_NOTIFY
 from requests.adapters import HTTPAdapter
 
-from imageimport.errors import ForbiddenHost, ItemError, SourceUnavailable, TransientError
+from imageimport.errors import (
+    ForbiddenHost,
+    ItemError,
+    SourceUnavailable,
+    TransientError,
+    UnusableAnswer,
+)
 from imageimport.settings import Settings, secret
 from imageimport.sources.base import FolderRef, RemoteFile, Source
-from imageimport.sources.http import CHUNK_SIZE, allowed_hosts, with_retries
+from imageimport.sources.http import CHUNK_SIZE, MAX_REDIRECTS, allowed_hosts, with_retries
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,7 +48,11 @@ _TRANSIENT_REQUESTS_ERRORS = (
 
 
 class _HostGuardAdapter(HTTPAdapter):
-    """Refuses any request (redirects included) to a host that is not a configured endpoint."""
+    """Refuses any request (redirects included) to a host that is not a configured endpoint,
+    and any answer whose body is compressed: the session asks for uncompressed ones, because
+    requests reads JSON answers (and redirects' bodies) whole and urllib3 inflates up to five
+    layers of them, so 2 KB marked `gzip, gzip` would become gigabytes. Judged on the
+    headers, before a byte of the body is read."""
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         self._exact, _ = allowed_hosts(settings)
@@ -52,7 +62,15 @@ class _HostGuardAdapter(HTTPAdapter):
         parts = urlsplit(request.url or "")
         if f"{parts.scheme.lower()}://{parts.netloc.lower()}" not in self._exact:
             raise ForbiddenHost(parts.hostname or parts.netloc)
-        return super().send(request, *args, **kwargs)
+        response = super().send(request, *args, **kwargs)
+        coding = response.headers.get("Content-Encoding", "").strip().lower()
+        if coding not in ("", "identity"):
+            response.close()
+            raise UnusableAnswer(
+                f"Dropbox answered with a compressed body (Content-Encoding: {coding[:100]}) "
+                "although it was asked for an uncompressed one; refused."
+            )
+        return response
 
 
 class ConfiguredDropbox(dropbox.Dropbox):
@@ -65,6 +83,8 @@ class ConfiguredDropbox(dropbox.Dropbox):
 
     def __init__(self, settings: Settings) -> None:
         session = requests.Session()
+        session.headers["Accept-Encoding"] = "identity"
+        session.max_redirects = MAX_REDIRECTS
         adapter = _HostGuardAdapter(settings, pool_connections=4, pool_maxsize=64)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
@@ -234,6 +254,15 @@ def _raise_translated(error: Exception) -> NoReturn:
         raise TransientError(
             f"Dropbox answered {error.status_code}; will retry.", retry_after=None
         ) from error
+    if isinstance(error, requests.TooManyRedirects):
+        raise UnusableAnswer(
+            f"Dropbox redirected more than {MAX_REDIRECTS} times in a row (a redirect loop); "
+            "gave up."
+        ) from None
+    if isinstance(error, requests.exceptions.InvalidURL | requests.exceptions.InvalidSchema):
+        raise UnusableAnswer(
+            "Dropbox redirected to an invalid address, or to one that is neither http nor https."
+        ) from None
     if isinstance(error, _TRANSIENT_REQUESTS_ERRORS):
         raise TransientError(
             f"Connection problem talking to Dropbox ({type(error).__name__}); will retry."

@@ -17,10 +17,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from imageimport.errors import ImageImportError, InvalidSourceURL, TransientError
+from imageimport.errors import ImageImportError, InvalidSourceURL
 from imageimport.settings import Settings, secret
 from imageimport.sources.base import FolderRef, Source, register
-from imageimport.sources.http import iter_body, with_retries
+from imageimport.sources.http import iter_body, source_errors, with_retries
 
 PROVIDER = "gdrive"
 FOLDER_MIME: Final = "application/vnd.google-apps.folder"
@@ -128,25 +128,19 @@ class GiveUpNow(Exception):
 def start_stream(
     stack: ExitStack, client: httpx.Client, method: str, url: str, what: str, **kwargs: object
 ) -> httpx.Response:
-    """Open a streamed response whose closing `stack` owns; transport errors are transient."""
-    try:
+    """Open a streamed response whose closing `stack` owns; httpx's errors translated."""
+    with source_errors(what):
         return stack.enter_context(client.stream(method, url, **kwargs))  # type: ignore[arg-type]
-    except httpx.TransportError as error:
-        raise TransientError(f"{what}: connection problem ({type(error).__name__}).") from None
 
 
-def read_small(response: httpx.Response, limit: int = 2 * 1024 * 1024) -> bytes:
+def read_small(response: httpx.Response, what: str, limit: int = 2 * 1024 * 1024) -> bytes:
     """The start of a body that should be small (an error or a confirmation page)."""
     data = bytearray()
-    try:
+    with source_errors(what, reading=True):
         for chunk in response.iter_bytes():
             data += chunk
             if len(data) >= limit:
                 break
-    except httpx.TransportError as error:
-        raise TransientError(
-            f"The connection dropped while reading a reply ({type(error).__name__})."
-        ) from None
     return bytes(data[:limit])
 
 

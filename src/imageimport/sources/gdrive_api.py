@@ -27,7 +27,6 @@ import httplib2
 import httpx
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
-from googleapiclient.http import build_http
 
 from imageimport.errors import (
     ConfigError,
@@ -36,6 +35,7 @@ from imageimport.errors import (
     ItemError,
     SourceUnavailable,
     TransientError,
+    UnusableAnswer,
 )
 from imageimport.settings import Settings, secret
 from imageimport.sources.base import FolderRef, RemoteFile, Source
@@ -141,6 +141,59 @@ def classify(
     return DriveFailure(status, reason, message)
 
 
+class _EncodedAnswer(Exception):
+    """An answer compressed although it was asked for uncompressed (see _IdentityHttp)."""
+
+
+class _RefuseEncoded:
+    """Mixed into httplib2's connections: an answer is judged on its headers, before httplib2
+    reads its body whole and inflates it whole."""
+
+    def getresponse(self) -> http.client.HTTPResponse:
+        response: http.client.HTTPResponse = super().getresponse()  # type: ignore[misc]
+        coding = (response.getheader("content-encoding") or "").strip().lower()
+        if coding not in ("", "identity"):
+            self.close()  # type: ignore[attr-defined]
+            raise _EncodedAnswer(
+                f"the answer is compressed (Content-Encoding: {coding[:100]}) although it was "
+                "asked for uncompressed, so it was refused"
+            )
+        return response
+
+
+class _IdentityHttpConnection(_RefuseEncoded, httplib2.HTTPConnectionWithTimeout):
+    pass
+
+
+class _IdentityHttpsConnection(_RefuseEncoded, httplib2.HTTPSConnectionWithTimeout):
+    pass
+
+
+class _IdentityHttp(httplib2.Http):  # type: ignore[misc]
+    """The listing's HTTP. httplib2 inflates a gzip answer whole, up to 100 times its size past
+    10 MiB (its LimitDecoder), so a few MB of listing could take gigabytes: here it asks for
+    uncompressed answers, and refuses one compressed anyway before reading its body."""
+
+    _CONNECTIONS: ClassVar[dict[str, type]] = {
+        "http": _IdentityHttpConnection,
+        "https": _IdentityHttpsConnection,
+    }
+
+    def request(
+        self,
+        uri: str,
+        method: str = "GET",
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        redirections: int = httplib2.DEFAULT_MAX_REDIRECTS,
+        connection_type: type | None = None,
+    ) -> tuple[httplib2.Response, bytes]:
+        headers = {k: v for k, v in (headers or {}).items() if k.lower() != "accept-encoding"}
+        headers["accept-encoding"] = "identity"
+        connection_type = connection_type or self._CONNECTIONS.get(urlsplit(uri).scheme.lower())
+        return super().request(uri, method, body, headers, redirections, connection_type)  # type: ignore[no-any-return]
+
+
 class DriveApiSource(Source):
     provider: ClassVar[str] = PROVIDER
 
@@ -209,8 +262,7 @@ class DriveApiSource(Source):
                 )
 
     def _service(self) -> Any:
-        http = build_http()
-        http.timeout = self.settings.http_timeout_seconds
+        http = _IdentityHttp(timeout=self.settings.http_timeout_seconds)
         # httplib2 would follow a redirect to any host; the Drive API never redirects, so a
         # redirect is refused instead (see _execute).
         http.follow_redirects = False
@@ -326,6 +378,8 @@ class DriveApiSource(Source):
                 what,
                 self._key,
             )
+        except _EncodedAnswer as error:
+            outcome = UnusableAnswer(f"{what}: {error}.")
         except (OSError, http.client.HTTPException, httplib2.HttpLib2Error) as error:
             outcome = TransientError(f"{what}: connection problem ({type(error).__name__}).")
         except ValueError:  # a body cut short or garbled on the way is not valid JSON
@@ -365,7 +419,7 @@ class DriveApiSource(Source):
                 return response
             outcome = classify(
                 response.status_code,
-                read_small(response, 64 * 1024),
+                read_small(response, what, 64 * 1024),
                 response.headers.get("Retry-After"),
                 what,
                 self._key,

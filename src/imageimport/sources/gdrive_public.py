@@ -44,6 +44,7 @@ from imageimport.errors import (
     ItemError,
     SourceUnavailable,
     TransientError,
+    UnusableAnswer,
 )
 from imageimport.settings import Settings
 from imageimport.sources.base import FolderRef, RemoteFile, Source
@@ -62,6 +63,7 @@ from imageimport.sources.http import (
     TRANSIENT_STATUS,
     make_http_client,
     parse_retry_after,
+    source_errors,
     with_retries,
 )
 
@@ -298,10 +300,11 @@ class DrivePublicSource(Source):
 
         def fetch() -> str:
             url = f"{self._web}/embeddedfolderview"
+            what = f"Listing the Google Drive folder {shown}"
             try:
                 # Streamed and cut at the limit: a page is never read whole into memory.
-                with self._http.stream("GET", url, params=params) as response:
-                    page = read_small(response, _MAX_PAGE_BYTES + 1)
+                with source_errors(what), self._http.stream("GET", url, params=params) as response:
+                    page = read_small(response, what, _MAX_PAGE_BYTES + 1)
             except ForbiddenHost as refused:
                 if not _is_sign_in(refused):
                     raise SourceUnavailable(
@@ -310,11 +313,6 @@ class DrivePublicSource(Source):
                 raise SourceUnavailable(
                     f"The Google Drive folder {shown} is not shared publicly: Google asks to "
                     "sign in. Share it with 'Anyone with the link'."
-                ) from None
-            except httpx.TransportError as error:
-                raise TransientError(
-                    f"Listing the Google Drive folder {shown}: connection problem "
-                    f"({type(error).__name__})."
                 ) from None
             status = response.status_code
             if status in TRANSIENT_STATUS:
@@ -351,19 +349,19 @@ class DrivePublicSource(Source):
     def _shortcut_target(self, shortcut_id: str) -> tuple[str, bool] | None:
         """(target id, is a folder): Drive redirects a shortcut's view page to its target."""
 
-        def fetch() -> httpx.Response:
-            try:
-                return self._http.get(
-                    f"{self._web}/file/d/{shortcut_id}/view", follow_redirects=False
-                )
-            except httpx.TransportError as error:
-                raise TransientError(f"connection problem ({type(error).__name__}).") from None
+        def fetch() -> str:
+            url = f"{self._web}/file/d/{shortcut_id}/view"
+            # Only the redirect's Location matters; no body is read.
+            with (
+                source_errors(f"Resolving the Google Drive shortcut {shortcut_id}"),
+                self._http.stream("GET", url, follow_redirects=False) as response,
+            ):
+                return response.headers.get("location", "")
 
         try:
-            response = with_retries(self.settings, fetch)
-        except (TransientError, ForbiddenHost):
+            location = with_retries(self.settings, fetch)
+        except (TransientError, ForbiddenHost, UnusableAnswer):
             return None
-        location = response.headers.get("location", "")
         match = _FOLDER_HREF.search(location)
         if match:
             return match.group(1), True
@@ -385,7 +383,7 @@ class DrivePublicSource(Source):
             response = self._request(stack, "GET", url, what, file, params=params)
             if not _is_web_page(response):
                 return response
-            page = read_small(response).decode("utf-8", "replace")
+            page = read_small(response, what).decode("utf-8", "replace")
             form = parse_download_form(page)
             if form is None:
                 raise self._page_error(page, file)
@@ -396,7 +394,7 @@ class DrivePublicSource(Source):
             else:
                 response = self._request(stack, "GET", action, what, file, params=form.fields)
             if _is_web_page(response):
-                raise self._page_error(read_small(response).decode("utf-8", "replace"), file)
+                raise self._page_error(read_small(response, what).decode("utf-8", "replace"), file)
             return response
 
         return retried_download(self.settings, start, what)
@@ -426,7 +424,7 @@ class DrivePublicSource(Source):
                 f"{what}: Google Drive answered {status}; will retry.",
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
             )
-        page = read_small(response, 256 * 1024).decode("utf-8", "replace")
+        page = read_small(response, what, 256 * 1024).decode("utf-8", "replace")
         if status in (404, 410):
             raise ItemError(
                 f"{file.path!r} could not be downloaded: it was deleted from Google Drive or is "
