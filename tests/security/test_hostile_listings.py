@@ -11,7 +11,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -56,7 +56,6 @@ class Intercept:
     app: ASGIApp
     rule: Rule
     answered: int = 0
-    paths: list[str] = field(default_factory=list)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -86,7 +85,6 @@ class Intercept:
             await self.app(scope, replay, send)
             return
         self.answered += 1
-        self.paths.append(str(argument.get("path") or query.get("id") or query.get("q") or ""))
         response = JSONResponse(answer) if isinstance(answer, dict) else HTMLResponse(answer, 200)
         await response(scope, receive, send)
 
