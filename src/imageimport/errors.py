@@ -23,6 +23,11 @@ class SourceUnavailable(ImageImportError):
     """The folder is missing, private, or otherwise cannot be listed at all."""
 
 
+class ListingLimit(ImageImportError):
+    """A listing was stopped by one of its bounds (LISTING_MAX_*, or a page token the source
+    answered twice): what was listed until then is imported all the same."""
+
+
 class TransientError(ImageImportError):
     """Worth trying again later (429, 5xx, timeouts, dropped connections)."""
 

@@ -64,6 +64,13 @@ class Settings(BaseSettings):
     zip_max_entries: int = Field(default=200_000, gt=0)
     zip_max_ratio: int = Field(default=200, gt=0)
 
+    # Listing limits: what listing one import may cost, whatever the folder (or a source that
+    # answers the same page token forever) does. A 100,000-image folder stays far below them.
+    listing_max_files: int = Field(default=500_000, ge=1)
+    listing_max_folders: int = Field(default=20_000, ge=1)
+    listing_max_pages: int = Field(default=50_000, ge=1)
+    listing_max_seconds: float = Field(default=4 * 3600.0, gt=0)
+
     # Services.
     mode: str = Field(
         default="standalone",

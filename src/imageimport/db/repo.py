@@ -65,6 +65,9 @@ class NewImage:
     import_id: str
 
 
+# The key of import_items.extra that holds why a listed file was refused.
+REFUSED = "refused"
+
 # NUL and unpaired surrogates: PostgreSQL text cannot hold the first, and no UTF-8 database
 # can encode the second. Names come from strangers, so either may arrive.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -130,7 +133,8 @@ def advance_import(session: Session, import_id: str, state: str, error: str | No
 
 
 def add_items(session: Session, import_id: str, files: Sequence[RemoteFile]) -> list[ImportItem]:
-    """Record listed files (idempotent per remote id) and return the ones still pending."""
+    """Record listed files (idempotent per remote id) and return the ones still pending.
+    Refused files (`RemoteFile.refused`) are recorded as failed with their reason."""
     if not files:
         return []
     rows = [
@@ -142,8 +146,10 @@ def add_items(session: Session, import_id: str, files: Sequence[RemoteFile]) -> 
             "size": f.size,
             "mime_type": storable(f.mime_type, 255),
             "checksum": storable(f.checksum, 255),
-            "extra": f.extra,
-            "state": "pending",
+            # A refused file keeps its reason where a retry finds it (see process_item).
+            "extra": {REFUSED: f.refused} if f.refused else f.extra,
+            "state": "failed" if f.refused else "pending",
+            "reason": f.refused,
             "attempts": 0,
             "updated_at": utcnow(),
         }

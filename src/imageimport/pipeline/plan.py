@@ -12,6 +12,7 @@ from imageimport.errors import ImageImportError, TransientError
 from imageimport.queue.base import Job, JobQueue
 from imageimport.runtime import Runtime
 from imageimport.sources.base import RemoteFile, Source
+from imageimport.sources.listing import bounded_listing
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +58,17 @@ def plan_import(runtime: Runtime, queue: JobQueue, import_id: str) -> str:
 
 def _list_and_publish(runtime: Runtime, queue: JobQueue, import_id: str, source: Source) -> bool:
     batch: list[RemoteFile] = []
-    for remote in source.list():
-        batch.append(remote)
-        if len(batch) >= BATCH_SIZE:
-            if not _publish(runtime, queue, import_id, batch):
-                return False
-            batch = []
+    try:
+        for remote in bounded_listing(source.list(), runtime.settings):
+            batch.append(remote)
+            if len(batch) >= BATCH_SIZE:
+                if not _publish(runtime, queue, import_id, batch):
+                    return False
+                batch = []
+    except ImageImportError:
+        # However the listing ends, what it found until then is imported.
+        _publish(runtime, queue, import_id, batch)
+        raise
     return _publish(runtime, queue, import_id, batch)
 
 

@@ -37,6 +37,9 @@ def process_item(runtime: Runtime, job: Job, heartbeat: Callable[[], None] | Non
             return item.state  # a redelivery of a job that was already done
         if record.state == "cancelled":
             return _settle(runtime, item, "cancelled", "The import was cancelled.")
+        refused = (item.extra or {}).get(repo.REFUSED)
+        if refused:  # sent round again by a retry: nothing has changed
+            return _settle(runtime, item, "failed", str(refused))
         remote = RemoteFile(
             id=item.remote_id,
             name=item.name,

@@ -16,6 +16,10 @@ from urllib.parse import urlsplit
 from imageimport.errors import InvalidSourceURL
 from imageimport.settings import Settings
 
+# The longest id or key a folder link may carry (imports.folder_id holds 255 characters); real
+# Drive and Dropbox ones are under 50.
+MAX_LINK_ID_CHARS = 200
+
 
 @dataclass(frozen=True)
 class FolderRef:
@@ -38,6 +42,9 @@ class RemoteFile:
     mime_type: str | None = None
     checksum: str | None = None  # "md5:<hex>" when the source reports one
     extra: dict[str, Any] = field(default_factory=dict)  # source-specific data `open` needs
+    # Why this file cannot be imported, as a sentence (e.g. its id is too long to store): it
+    # is recorded as failed with this reason and never downloaded. See sources.listing.
+    refused: str | None = None
 
 
 class Source(ABC):

@@ -12,14 +12,14 @@ from urllib.parse import parse_qs, urlsplit
 
 from imageimport.errors import InvalidSourceURL
 from imageimport.settings import Settings, secret
-from imageimport.sources.base import FolderRef, Source, register
+from imageimport.sources.base import MAX_LINK_ID_CHARS, FolderRef, Source, register
 
 log = logging.getLogger(__name__)
 
 CANONICAL_BASE = "https://www.dropbox.com"
 # Hosts that serve shared links; dl.dropbox.com is the direct-download form of the same link.
 _LINK_HOSTS = frozenset({"dropbox.com", "www.dropbox.com", "dl.dropbox.com"})
-_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,200}")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 _HOW_TO_COPY = "In Dropbox, use Share → Copy link on the folder and paste the whole link."
 
 
@@ -118,6 +118,12 @@ def _legacy_folder(rest: list[str]) -> FolderRef:
 
 
 def _check_tokens(*tokens: str) -> None:
+    longest = max(len(token) for token in tokens)
+    if longest > MAX_LINK_ID_CHARS:
+        raise InvalidSourceURL(
+            f"This Dropbox folder link has a part of {longest:,} characters; real links' parts "
+            f"are far shorter (this accepts up to {MAX_LINK_ID_CHARS}). {_HOW_TO_COPY}"
+        )
     # Only the characters Dropbox uses, so the canonical URL we rebuild cannot smuggle anything.
     if not all(_TOKEN.fullmatch(token) for token in tokens):
         raise InvalidSourceURL(

@@ -31,6 +31,13 @@ from imageimport.errors import (
 from imageimport.settings import Settings, secret
 from imageimport.sources.base import FolderRef, RemoteFile, Source
 from imageimport.sources.http import CHUNK_SIZE, MAX_REDIRECTS, allowed_hosts, with_retries
+from imageimport.sources.listing import (
+    MAX_SOURCE_PATH_CHARS,
+    ListingBudget,
+    refused_file,
+    refused_folder,
+    too_long,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -139,16 +146,22 @@ class DropboxApiSource(Source):
         self._link = SharedLink(url=ref.url)
 
     def list(self) -> Iterator[RemoteFile]:
+        budget = ListingBudget(self.settings, "Dropbox")
+        budget.folder()
         pending = [""]  # folder paths relative to the shared folder, "" is the folder itself
         while pending:
             folder = pending.pop()
             try:
-                yield from self._list_one(folder, pending)
+                yield from self._list_one(folder, pending, budget)
             except _SubfolderGone:
                 log.warning("Dropbox subfolder %r vanished while listing; skipped.", folder)
 
-    def _list_one(self, folder: str, pending: list[str]) -> Iterator[RemoteFile]:
+    def _list_one(
+        self, folder: str, pending: list[str], budget: ListingBudget
+    ) -> Iterator[RemoteFile]:
         api_path = f"/{folder}" if folder else ""
+        shown = repr(folder) if folder else "shared with this link"
+        budget.page(folder, None, shown)
         page: ListFolderResult = self._call(
             lambda: self._client.files_list_folder(path=api_path, shared_link=self._link),
             on_api_error=lambda e: self._listing_failed(e, folder),
@@ -156,15 +169,25 @@ class DropboxApiSource(Source):
         while True:
             subfolders = []
             for entry in page.entries:
+                # Files are read by their path, so it is kept whole: one too long to store
+                # is refused instead of shortened.
                 path = f"{folder}/{entry.name}" if folder else entry.name
-                if isinstance(entry, FileMetadata):
+                problem = too_long(path, "path in Dropbox", MAX_SOURCE_PATH_CHARS)
+                if isinstance(entry, FileMetadata) and problem:
+                    yield refused_file(entry.id, entry.name, path, problem)
+                elif isinstance(entry, FileMetadata):
                     yield _remote_file(entry, path)
                 elif isinstance(entry, FolderMetadata):
-                    subfolders.append(path)
+                    if problem:
+                        yield refused_folder(entry.id, entry.name, path, problem)
+                    else:
+                        budget.folder()
+                        subfolders.append(path)
             # Reversed so the stack pops them in listing order: a plain depth-first walk.
             pending.extend(reversed(subfolders))
             if not page.has_more:
                 return
+            budget.page(folder, page.cursor, shown)
             page = self._call(
                 partial(self._client.files_list_folder_continue, page.cursor),
                 on_api_error=lambda e: self._listing_failed(e, folder),

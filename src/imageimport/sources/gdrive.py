@@ -19,7 +19,7 @@ import httpx
 
 from imageimport.errors import ImageImportError, InvalidSourceURL
 from imageimport.settings import Settings, secret
-from imageimport.sources.base import FolderRef, Source, register
+from imageimport.sources.base import MAX_LINK_ID_CHARS, FolderRef, Source, register
 from imageimport.sources.http import iter_body, source_errors, with_retries
 
 PROVIDER = "gdrive"
@@ -31,7 +31,7 @@ _ID = re.compile(r"[A-Za-z0-9_-]{10,}")
 # A bare id is only taken for a Drive id when it could not be an ordinary word: real ids are
 # 19 (shared drives), 28 (old "0B…" ids) or 33+ characters and mix letters and digits.
 _BARE_ID = re.compile(r"(?=[A-Za-z0-9_-]*[0-9])(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{19,}")
-_RESOURCE_KEY = re.compile(r"[A-Za-z0-9_-]{1,200}")
+_RESOURCE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _HOSTS = {"drive.google.com", "www.drive.google.com", "docs.google.com"}
 _FILE_HOSTS = {"drive.usercontent.google.com"}
 # /drive/folders/ID, /drive/u/0/folders/ID, /drive/mobile/folders/ID, /drive/u/1/mobile/folders/ID
@@ -57,7 +57,7 @@ def parse_drive_url(url: str) -> FolderRef | None:
     """
     text = url.strip().strip("<>\"'").strip()
     if _BARE_ID.fullmatch(text):
-        return _folder_ref(text, None)
+        return _folder_ref(_checked_id(text, _shorten(text)), None)
     parts = urlsplit(text if "://" in text else "https://" + text)
     host = (parts.hostname or "").lower()
     if parts.scheme.lower() not in ("http", "https") or (
@@ -110,10 +110,6 @@ def canonical_folder_url(folder_id: str, resource_key: str | None = None) -> str
 def is_google_apps_type(mime_type: str | None) -> bool:
     """Docs, Sheets, folders, shortcuts...: Drive items that have no bytes to download."""
     return bool(mime_type) and mime_type.startswith(GOOGLE_APPS_PREFIX)
-
-
-def join_path(prefix: str, name: str) -> str:
-    return f"{prefix}/{name}" if prefix else name
 
 
 class GiveUpNow(Exception):
@@ -180,6 +176,12 @@ def _folder_ref(folder_id: str, resource_key: str | None) -> FolderRef:
 
 
 def _checked_id(candidate: str, shown: str) -> str:
+    if len(candidate) > MAX_LINK_ID_CHARS:
+        raise InvalidSourceURL(
+            f"{shown!r} has a folder id of {len(candidate):,} characters; Google Drive folder "
+            f"ids are far shorter (this accepts up to {MAX_LINK_ID_CHARS}). Copy the folder's "
+            "link again."
+        )
     if not _ID.fullmatch(candidate):
         raise InvalidSourceURL(
             f"{shown!r} does not contain a valid Google Drive folder id (expected 10 or more "
@@ -192,6 +194,11 @@ def _resource_key(query: dict[str, list[str]], shown: str) -> str | None:
     values = query.get("resourcekey") or query.get("resourceKey")
     if not values or not values[0]:
         return None
+    if len(values[0]) > MAX_LINK_ID_CHARS:
+        raise InvalidSourceURL(
+            f"{shown!r} has a resourcekey of {len(values[0]):,} characters; real ones are far "
+            f"shorter (this accepts up to {MAX_LINK_ID_CHARS})."
+        )
     if not _RESOURCE_KEY.fullmatch(values[0]):
         raise InvalidSourceURL(f"{shown!r} has a malformed resourcekey parameter.")
     return values[0]

@@ -45,7 +45,6 @@ from imageimport.sources.gdrive import (
     SHORTCUT_MIME,
     GiveUpNow,
     is_google_apps_type,
-    join_path,
     read_small,
     retried_download,
     start_stream,
@@ -55,6 +54,14 @@ from imageimport.sources.http import (
     make_http_client,
     parse_retry_after,
     with_retries,
+)
+from imageimport.sources.listing import (
+    ListingBudget,
+    SeenIds,
+    join_path,
+    refused_file,
+    refused_folder,
+    too_long,
 )
 
 log = logging.getLogger(__name__)
@@ -212,14 +219,16 @@ class DriveApiSource(Source):
     # -- listing -----------------------------------------------------------------------------
 
     def list(self) -> Iterator[RemoteFile]:
+        budget = ListingBudget(self.settings, "Google Drive")
         service = self._service()
         root_id, root_key = self._root_folder(service)
+        budget.folder()
         queue: deque[tuple[str, str, str | None]] = deque([(root_id, "", root_key)])
-        visited = {root_id}  # shortcuts can make folder loops
-        emitted: set[str] = set()  # a shortcut's target may also be listed where it lives
+        visited = SeenIds(root_id)  # shortcuts can make folder loops
+        emitted = SeenIds()  # a shortcut's target may also be listed where it lives
         while queue:
             folder_id, prefix, resource_key = queue.popleft()
-            for item in self._folder_items(service, folder_id, resource_key, prefix):
+            for item in self._folder_items(service, budget, folder_id, resource_key, prefix):
                 mime = item.get("mimeType")
                 file_id = str(item.get("id") or "")
                 name = str(item.get("name") or file_id)
@@ -238,14 +247,23 @@ class DriveApiSource(Source):
                     resource_key_of_item = item.get("resourceKey")
                 if not file_id:
                     continue
+                problem = too_long(file_id, "Google Drive id") or too_long(
+                    resource_key_of_item, "resource key"
+                )
                 if mime == FOLDER_MIME:
-                    if file_id not in visited:
-                        visited.add(file_id)
+                    if problem:
+                        yield refused_folder(file_id, name, path, problem)
+                    elif visited.add(file_id):
+                        budget.folder()
                         queue.append((file_id, path, resource_key_of_item))
                     continue
-                if is_google_apps_type(mime) or file_id in emitted:
+                if is_google_apps_type(mime):
                     continue  # Docs, Sheets...: no bytes to import
-                emitted.add(file_id)
+                if problem:
+                    yield refused_file(file_id, name, path, problem)
+                    continue
+                if not emitted.add(file_id):
+                    continue
                 if resource_key_of_item:
                     extra["resource_key"] = resource_key_of_item
                 if item.get("imageMediaMetadata"):
@@ -313,12 +331,19 @@ class DriveApiSource(Source):
         return ref.folder_id, ref.resource_key
 
     def _folder_items(
-        self, service: Any, folder_id: str, resource_key: str | None, prefix: str
+        self,
+        service: Any,
+        budget: ListingBudget,
+        folder_id: str,
+        resource_key: str | None,
+        prefix: str,
     ) -> Iterator[dict[str, Any]]:
         """Every child of one folder, page by page; a vanished subfolder is skipped."""
-        what = f"Listing the Google Drive folder {prefix or self.ref.url!r}"
+        shown = repr(prefix or self.ref.url)
+        what = f"Listing the Google Drive folder {shown}"
         token: str | None = None
         while True:
+            budget.page(folder_id, token, shown)
             request = self._list_request(service, folder_id, resource_key, token)
             try:
                 page = with_retries(self.settings, lambda: self._execute(request, what))  # noqa: B023

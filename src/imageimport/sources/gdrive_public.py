@@ -54,7 +54,6 @@ from imageimport.sources.gdrive import (
     SHORTCUT_MIME,
     GiveUpNow,
     is_google_apps_type,
-    join_path,
     read_small,
     retried_download,
     start_stream,
@@ -65,6 +64,14 @@ from imageimport.sources.http import (
     parse_retry_after,
     source_errors,
     with_retries,
+)
+from imageimport.sources.listing import (
+    ListingBudget,
+    SeenIds,
+    join_path,
+    refused_file,
+    refused_folder,
+    too_long,
 )
 
 log = logging.getLogger(__name__)
@@ -246,14 +253,18 @@ class DrivePublicSource(Source):
     # -- listing -----------------------------------------------------------------------------
 
     def list(self) -> Iterator[RemoteFile]:
+        budget = ListingBudget(self.settings, "Google Drive")
         root = self.ref.folder_id
+        budget.folder()
         queue: deque[tuple[str, str, str | None]] = deque([(root, "", self.ref.resource_key)])
-        visited = {root}  # shortcuts can make folder loops
-        emitted: set[str] = set()
+        visited = SeenIds(root)  # shortcuts can make folder loops
+        emitted = SeenIds()
         while queue:
             folder_id, prefix, resource_key = queue.popleft()
+            shown = repr(prefix) if prefix else self.ref.url
+            budget.page(folder_id, None, shown)
             try:
-                entries = self._folder_entries(folder_id, resource_key, prefix)
+                entries = self._folder_entries(folder_id, resource_key, shown)
             except SourceUnavailable as error:
                 if not prefix:
                     raise
@@ -264,7 +275,14 @@ class DrivePublicSource(Source):
                 resource_key_of_item = entry.resource_key
                 if entry.is_docs_editors_file:
                     continue  # Docs, Sheets...: no bytes to import
-                if mime == SHORTCUT_MIME:
+                name = entry.title or item_id
+                path = join_path(prefix, name)
+                problem = too_long(item_id, "Google Drive id") or too_long(
+                    resource_key_of_item, "resource key"
+                )
+                if problem is None and mime == SHORTCUT_MIME:
+                    # Each shortcut costs a request of its own.
+                    budget.page(item_id, None, repr(path))
                     target = self._shortcut_target(item_id)
                     if target is None:
                         log.warning(
@@ -273,27 +291,32 @@ class DrivePublicSource(Source):
                         continue
                     item_id, is_folder = target
                     mime, resource_key_of_item = None, None
-                path = join_path(prefix, entry.title or item_id)
+                    problem = too_long(item_id, "Google Drive id")
                 if is_folder:
-                    if item_id not in visited:
-                        visited.add(item_id)
+                    if problem:
+                        yield refused_folder(item_id, name, path, problem)
+                    elif visited.add(item_id):
+                        budget.folder()
                         queue.append((item_id, path, resource_key_of_item))
                     continue
-                if is_google_apps_type(mime) or item_id in emitted:
+                if is_google_apps_type(mime):
                     continue
-                emitted.add(item_id)
+                if problem:
+                    yield refused_file(item_id, name, path, problem)
+                    continue
+                if not emitted.add(item_id):
+                    continue
                 yield RemoteFile(
                     id=item_id,
-                    name=entry.title or item_id,
+                    name=name,
                     path=path,
                     mime_type=mime,
                     extra={"resource_key": resource_key_of_item} if resource_key_of_item else {},
                 )
 
     def _folder_entries(
-        self, folder_id: str, resource_key: str | None, prefix: str
+        self, folder_id: str, resource_key: str | None, shown: str
     ) -> list[PageEntry]:
-        shown = repr(prefix) if prefix else self.ref.url
         params = {"id": folder_id}
         if resource_key:
             params["resourcekey"] = resource_key
