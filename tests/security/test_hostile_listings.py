@@ -44,6 +44,8 @@ from tests.security.hostile import image
 
 FOLDER_MIME = "application/vnd.google-apps.folder"
 TOKEN_REASON = "answered the same page token twice"
+# A name the default ALLOWED_HOSTS answers to.
+LOCAL = "http://127.0.0.1"
 # Answers to the requests a rule takes over: a dict is sent as JSON, a str as an HTML page.
 Rule = Callable[[str, dict[str, str], dict[str, Any]], dict[str, Any] | str | None]
 
@@ -335,7 +337,7 @@ def test_long_names_and_deep_folders_are_stored_within_bounds(
                     )
                 )
                 stored = list(session.scalars(select(Image)))
-            with TestClient(create_app(settings)) as client:
+            with TestClient(create_app(settings), base_url=LOCAL) as client:
                 response = client.get(
                     f"/api/v1/imports/{result.import_id}/items", params={"limit": 1000}
                 )
@@ -451,7 +453,8 @@ def test_a_link_with_an_overlong_folder_id_is_refused_by_the_api(
     database_url = (
         str(request.getfixturevalue("postgres_database")) if database == "postgres" else None
     )
-    with TestClient(create_app(make_settings(database_url=database_url))) as client:
+    settings = make_settings(database_url=database_url, allow_anonymous=True)
+    with TestClient(create_app(settings), base_url=LOCAL) as client:
         response = client.post("/api/v1/imports", json={"url": url})
         assert response.status_code == 422, response.text[:500]
         body = response.json()
