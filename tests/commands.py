@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import resource
+import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +34,19 @@ class Measured:
     peak_rss_bytes: int  # the process's VmHWM: the most resident memory it ever had
 
 
+# Runs the command in a fresh interpreter and writes its exit code and peak to argv[1]. A child
+# of the test process itself cannot be measured by wait4: Linux starts a vfork()ed child's
+# high-water mark at its parent's at exec, so a test that once held 700 MB would see every
+# child "peak" at 700 MB. The command's own process starts from this small one instead.
+_MEASURE = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(child.pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(f"{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}")
+"""
+
+
 def run_measured(
     *args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 120
 ) -> Measured:
@@ -42,33 +54,33 @@ def run_measured(
 
     The peak comes from the kernel (`wait4`'s ru_maxrss, the child's VmHWM at exit), so a
     spike between two samples cannot be missed."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.TemporaryDirectory() as scratch,
+    ):
+        result = Path(scratch) / "result"
+        command = [sys.executable, "-m", "imageimport", *args]
         process = subprocess.Popen(
-            [sys.executable, "-m", "imageimport", *args], stdout=out, stderr=err, env=env, cwd=cwd
+            [sys.executable, "-c", _MEASURE, str(result), *command],
+            stdout=out,
+            stderr=err,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,  # a timeout ends the command with its wrapper
         )
         try:
-            status, usage = _wait4(process.pid, timeout)
-        except TimeoutError:
-            process.kill()
-            os.waitpid(process.pid, 0)
-            raise
-        process.returncode = os.waitstatus_to_exitcode(status)
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise TimeoutError(f"imageimport did not finish within {timeout} s") from None
+        returncode, peak_kb = map(int, result.read_text().split())
         out.seek(0)
         err.seek(0)
         return Measured(
-            process.returncode,
+            returncode,
             out.read().decode("utf-8", "replace"),
             err.read().decode("utf-8", "replace"),
-            usage.ru_maxrss * 1024,  # kilobytes on Linux
+            peak_kb * 1024,  # kilobytes on Linux
         )
-
-
-def _wait4(pid: int, timeout: float) -> tuple[int, resource.struct_rusage]:
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status, usage = os.wait4(pid, os.WNOHANG)
-        if done == pid:
-            return status, usage
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"imageimport did not finish within {timeout} s")
-        time.sleep(0.05)
