@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     zip_max_entries: int = Field(default=200_000, gt=0)
     zip_max_ratio: int = Field(default=200, gt=0)
 
+    # Memory: the decoded images one process holds at once (a budget each decode reserves an
+    # upper bound from before it starts: pipeline/decode_budget.py). The whole process stays
+    # under pipeline/memory.py's bound: this + CONCURRENCY x per-file buffers + a baseline.
+    decode_memory_bytes: int = Field(default=1024**3, ge=32 * 1024**2)
+
     # Services.
     mode: str = Field(
         default="standalone",

@@ -70,7 +70,13 @@ def process_item(runtime: Runtime, job: Job, heartbeat: Callable[[], None] | Non
             # Identical bytes were verified and stored before: nothing to decode or upload.
             return _record(runtime, item, known, fetched.size)
         try:
-            info = inspect(fetched.file, settings.max_image_pixels, settings.thumbnail_size)
+            info = inspect(
+                fetched.file,
+                settings.max_image_pixels,
+                settings.thumbnail_size,
+                runtime.decode_budget,
+                heartbeat,
+            )
         except ItemError as error:
             return _settle(runtime, item, error.state, str(error), nbytes=fetched.size)
         key = image_key(fetched.sha256, info.extension)

@@ -1,0 +1,59 @@
+"""The memory one process lets image decoding hold at once (DECODE_MEMORY_BYTES)."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+# How often a decode waiting for its turn says it is still alive (NATS's ack-wait is >= 5 s).
+HEARTBEAT_SECONDS = 5.0
+
+
+class DecodeBudget:
+    """A weighted semaphore over bytes: each decode reserves an upper bound of the memory it
+    will hold before it decodes, and gives it back once done, so the decodes in flight
+    together never hold more than `capacity`. Reservations are granted in arrival order: a
+    large image waits for room, and small ones arriving after it wait behind it rather than
+    starve it."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._free = capacity
+        self._line: deque[object] = deque()
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def reserve(self, nbytes: int, heartbeat: Callable[[], None] | None = None) -> Iterator[None]:
+        """Hold `nbytes` of the budget for the duration of the block, waiting for them first
+        (calling `heartbeat` every few seconds meanwhile)."""
+        if nbytes > self.capacity:
+            # Would wait forever: the caller refuses such an image before it gets here.
+            raise ValueError(f"{nbytes} bytes exceed the whole budget of {self.capacity}")
+        self._acquire(nbytes, heartbeat)
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._free += nbytes
+                self._changed.notify_all()
+
+    def _acquire(self, nbytes: int, heartbeat: Callable[[], None] | None) -> None:
+        ticket = object()
+        with self._changed:
+            self._line.append(ticket)
+            try:
+                while self._line[0] is not ticket or self._free < nbytes:
+                    if not self._changed.wait(HEARTBEAT_SECONDS) and heartbeat is not None:
+                        self._changed.release()  # a heartbeat may do I/O: not under the lock
+                        try:
+                            heartbeat()
+                        finally:
+                            self._changed.acquire()
+            finally:
+                # Granted or given up (an exception): either way out of the line, and the
+                # next in line may now go.
+                self._line.remove(ticket)
+                self._changed.notify_all()
+            self._free -= nbytes
