@@ -34,11 +34,10 @@ class Measured:
     peak_rss_bytes: int  # the process's VmHWM: the most resident memory it ever had
 
 
-# Runs the command in a fresh interpreter and writes its exit code and peak to argv[1]. A child
-# of the test process itself cannot be measured by wait4: Linux starts a vfork()ed child's
-# high-water mark at its parent's at exec, so a test that once held 700 MB would see every
-# child "peak" at 700 MB. The command's own process starts from this small one instead.
-_MEASURE = """
+# Started from a small process of its own: a process inherits the peak of the one that
+# started it (ru_maxrss survives fork and exec, and with vfork it is the starter's lifetime
+# peak), so started from the tests it would report the test process's memory, not its own.
+_LAUNCHER = """
 import os, subprocess, sys
 child = subprocess.Popen(sys.argv[2:])
 _, status, usage = os.wait4(child.pid, 0)
@@ -53,34 +52,34 @@ def run_measured(
     """Run `imageimport` to the end and report its peak resident memory.
 
     The peak comes from the kernel (`wait4`'s ru_maxrss, the child's VmHWM at exit), so a
-    spike between two samples cannot be missed."""
+    spike between two samples cannot be missed. It is never below the launcher's ~15 MB."""
     with (
         tempfile.TemporaryFile() as out,
         tempfile.TemporaryFile() as err,
         tempfile.TemporaryDirectory() as scratch,
     ):
-        result = Path(scratch) / "result"
+        report = Path(scratch) / "usage"
         command = [sys.executable, "-m", "imageimport", *args]
-        process = subprocess.Popen(
-            [sys.executable, "-c", _MEASURE, str(result), *command],
+        launcher = subprocess.Popen(
+            [sys.executable, "-c", _LAUNCHER, str(report), *command],
             stdout=out,
             stderr=err,
             env=env,
             cwd=cwd,
-            start_new_session=True,  # a timeout ends the command with its wrapper
+            start_new_session=True,
         )
         try:
-            process.wait(timeout)
+            launcher.wait(timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            os.killpg(launcher.pid, signal.SIGKILL)  # the launcher's own session
+            launcher.wait()
             raise TimeoutError(f"imageimport did not finish within {timeout} s") from None
-        returncode, peak_kb = map(int, result.read_text().split())
+        returncode, maxrss = (int(part) for part in report.read_text().split())
         out.seek(0)
         err.seek(0)
         return Measured(
             returncode,
             out.read().decode("utf-8", "replace"),
             err.read().decode("utf-8", "replace"),
-            peak_kb * 1024,  # kilobytes on Linux
+            maxrss * 1024,  # kilobytes on Linux
         )
