@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 from imageimport.db.engine import make_engine, make_session_factory
 from imageimport.db.migrate import upgrade
 from imageimport.db.models import Import
-from imageimport.pipeline.decode_budget import DecodeBudget
 from imageimport.settings import Settings
 from imageimport.sources.base import Source, open_source
 from imageimport.storage import make_store
@@ -27,8 +26,6 @@ class Runtime:
             upgrade(self.engine)
         self.sessions = make_session_factory(self.engine)
         self.store: ObjectStore = make_store(settings)
-        # One per process: every worker thread's decodes share it.
-        self.decode_budget = DecodeBudget(settings.decode_memory_bytes)
         self._sources: dict[str, Source] = {}
         self._lock = threading.Lock()
 

@@ -14,15 +14,16 @@ from imageimport.settings import Settings
 
 MiB = 1024 * 1024
 # The interpreter, libraries, database and queue clients, the API: measured at 92 MB for
-# `imageimport import`, 140 MB for `imageimport worker` (PostgreSQL, NATS, S3) after 200 files.
+# `imageimport import`, 126 MB for `serve` and 140 MB for `worker` (PostgreSQL, NATS, S3),
+# each after importing 200 small files.
 BASELINE_BYTES = 192 * MiB
 # S3 uploads of larger files go in parts, of which this many are in memory at once
 # (storage.s3: max_in_memory_upload_chunks); smaller ones in one request.
 _UPLOAD_PARTS_IN_MEMORY = 4
 _UPLOAD_PART_BYTES = 8 * MiB
 # Per file beyond its spooled bytes and upload buffers: HTTP chunks, copies on the way to
-# the hash and the store, allocator slack. Measured: 53 MB a file in all with eight 40-55 MB
-# files uploaded to S3 at once (spool and upload buffers included).
+# the hash and the store, allocator slack. Measured: 47 MB a file in all (spool and upload
+# buffers included) for a worker uploading eight 40-55 MB files to S3 at once.
 _FILE_SLACK_BYTES = 24 * MiB
 
 
