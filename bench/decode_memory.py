@@ -235,6 +235,73 @@ def _animated(fmt: str, mode: str) -> Callable[[int], bytes]:
     return make
 
 
+# Headers at the limits of image_headers (the pixels are small; `side` is ignored).
+def _small(fmt: str, mode: str = "RGB") -> bytes:
+    out = io.BytesIO()
+    _texture(mode, (64, 64)).save(out, fmt)
+    return out.getvalue()
+
+
+def _jpeg_segments(size: int, count: int, icc: bool = False) -> Callable[[int], bytes]:
+    """`count` marker segments of `size` payload bytes before the frame (ICC chunks are also
+    joined into one profile by Pillow)."""
+
+    def make(side: int) -> bytes:
+        base = _small("JPEG")
+        segments = []
+        for n in range(count):
+            if icc:
+                payload = b"ICC_PROFILE\0" + bytes((n % 255 + 1, 255)) + bytes(size - 14)
+                segments.append(b"\xff\xe2" + struct.pack(">H", size + 2) + payload)
+            else:
+                segments.append(b"\xff\xfe" + struct.pack(">H", size + 2) + bytes(size))
+        return base[:2] + b"".join(segments) + base[2:]
+
+    return make
+
+
+def _png_private_chunks(size: int, count: int) -> Callable[[int], bytes]:
+    def make(side: int) -> bytes:
+        base = _small("PNG")
+        chunks = b"".join(_chunk(b"prVt", bytes(size)) for _ in range(count))
+        return base[:33] + chunks + base[33:]  # after the signature and IHDR
+
+    return make
+
+
+def _gif_comment_blocks(count: int) -> bytes:
+    base = _small("GIF", "P")
+    table = 3 << ((base[10] & 7) + 1) if base[10] & 0x80 else 0
+    comment = b"!\xfe" + b"\x01x" * count + b"\x00"
+    return base[: 13 + table] + comment + base[13 + table :]
+
+
+def _tiff_strips(count: int) -> bytes:
+    out = io.BytesIO()
+    _texture("L", (64, count)).save(out, "TIFF", compression="tiff_adobe_deflate", strip_size=64)
+    return out.getvalue()
+
+
+def _tiff_bytes_tag(size: int) -> bytes:
+    from PIL import TiffImagePlugin
+
+    info = TiffImagePlugin.ImageFileDirectory_v2()
+    info[700] = bytes(size)  # XMP, as BYTE
+    info.tagtype[700] = 1
+    out = io.BytesIO()
+    _texture("RGB", (64, 64)).save(out, "TIFF", tiffinfo=info)
+    return out.getvalue()
+
+
+def _png_exif_array(size: int) -> bytes:
+    """An eXIf chunk whose one tag is an array of SHORT numbers Pillow unpacks one by one."""
+    values = size // 2 - 16
+    ifd = struct.pack("<H", 1) + struct.pack("<HHII", 0xC000, 3, values, 26) + b"\0\0\0\0"
+    exif = b"II*\0" + struct.pack("<I", 8) + ifd + struct.pack(f"<{values}H", *([1000] * values))
+    base = _small("PNG")
+    return base[:33] + _chunk(b"eXIf", exif) + base[33:]
+
+
 # name: (make(side) -> bytes, warm-up format, warm-up mode)
 CASES: dict[str, tuple[Callable[[int], bytes], str, str]] = {
     "png-rgba": (_pillow("RGBA", "PNG", compress_level=1), "PNG", "RGBA"),
@@ -284,6 +351,14 @@ CASES: dict[str, tuple[Callable[[int], bytes], str, str]] = {
     "webp-animated-rgba": (_animated("WEBP", "RGBA"), "WEBP", "RGBA"),
     "webp-padded": (_padded("WEBP"), "WEBP", "RGB"),
     "avif-padded": (_padded("AVIF"), "AVIF", "RGB"),
+    "header-jpeg-65k-segments": (_jpeg_segments(0, 65_000), "JPEG", "RGB"),
+    "header-jpeg-8mib-icc": (_jpeg_segments(65_000, 128, icc=True), "JPEG", "RGB"),
+    "header-png-65k-chunks": (_png_private_chunks(0, 65_000), "PNG", "RGB"),
+    "header-png-8mib-chunks": (_png_private_chunks(1_000_000, 8), "PNG", "RGB"),
+    "header-png-exif-256k": (lambda side: _png_exif_array(255 * 1024), "PNG", "RGB"),
+    "header-gif-65k-blocks": (lambda side: _gif_comment_blocks(65_000), "GIF", "P"),
+    "header-tiff-32k-strips": (lambda side: _tiff_strips(32_000), "TIFF", "L"),
+    "header-tiff-8mib-tag": (lambda side: _tiff_bytes_tag(8 * MiB - 4096), "TIFF", "RGB"),
     "avif-rgba": (_pillow("RGBA", "AVIF", speed=10, quality=30), "AVIF", "RGBA"),
 }
 

@@ -15,6 +15,11 @@ from PIL import Image, UnidentifiedImageError
 
 from imageimport.errors import CorruptImage, ImageTooLarge, ItemError, NotAnImage
 from imageimport.pipeline.decode_budget import DecodeBudget
+from imageimport.pipeline.image_headers import (
+    HEADER_BYTES,
+    check_headers,
+    jpeg_first_scan_is_partial,
+)
 
 # Leading bytes of the formats we import. Checked before Pillow sees a byte, so a text
 # file named .jpg never reaches a decoder, and a download can stop after its first chunk.
@@ -46,8 +51,9 @@ MiB = 1024 * 1024
 _BAND_BYTES = 4 * MiB
 # Beyond what decode_cost counts: Python objects, codec state, allocator slack.
 _OVERHEAD_BYTES = 16 * MiB
-# What parsing an image's headers holds (metadata, EXIF, ICC profiles, text chunks).
-_HEADER_BYTES = 16 * MiB
+# EXIF larger than this is not read (a JPEG's is at most 64 kB): Pillow unpacks every array
+# in it into Python numbers, 18 times the bytes or more.
+_MAX_EXIF_BYTES = 256 * 1024
 THUMBNAIL_CONTENT_TYPE = "image/webp"
 
 _EXIF_IFD = 0x8769
@@ -117,9 +123,10 @@ def inspect(
             _open(file) as image,
         ):
             _draft(image, thumbnail_size)
-            # Inside: reading a PNG's EXIF decodes the image (it may follow the pixels).
-            taken_at, camera = _exif(image)
-            thumbnail = _thumbnail(image, thumbnail_size)
+            image.load()  # first: a PNG's EXIF may follow its pixels
+            exif = _read_exif(image)
+            taken_at, camera = _exif(exif)
+            thumbnail = _thumbnail(image, thumbnail_size, exif.get(_ORIENTATION))
     except ItemError:
         raise
     except Image.DecompressionBombError as error:
@@ -154,6 +161,7 @@ def _measure(
     """The format, size and decode cost the header announces, read under a reservation of
     what opening holds. Everything opened here is gone when it returns."""
     file_size = file.seek(0, io.SEEK_END)
+    check_headers(file, announced)
     opening = _open_cost(announced, file_size)
     with (
         _reserved(budget, opening, f"a {file_size:,}-byte {announced} file", heartbeat),
@@ -179,10 +187,14 @@ def _open(file: BinaryIO) -> Image.Image:
 
 
 def _open_cost(fmt: str, file_size: int) -> int:
-    """What Image.open holds: the headers it parses, and for WebP and AVIF the whole file,
-    which the plugin reads and the decoder copies."""
-    whole_file = 2 * file_size if fmt in ("WEBP", "AVIF") else 0
-    return _HEADER_BYTES + whole_file
+    """What Image.open holds: the headers it parses (bounded by check_headers), and for WebP
+    and AVIF the whole file, which the plugin reads, the decoder copies, and the metadata
+    chunks (EXIF, XMP, ICC) are copied out of once more."""
+    return HEADER_BYTES + (_whole_file_copies(fmt) * file_size)
+
+
+def _whole_file_copies(fmt: str | None) -> int:
+    return 3 if fmt in ("WEBP", "AVIF") else 0
 
 
 def _reserved(
@@ -211,8 +223,7 @@ def _draft(image: Image.Image, size: int) -> None:
     image.draft("RGB", (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))))
 
 
-def _thumbnail(image: Image.Image, size: int) -> bytes:
-    orientation = image.getexif().get(_ORIENTATION)
+def _thumbnail(image: Image.Image, size: int, orientation: object = None) -> bytes:
     image.load()
     plan = _ThumbnailPlan.of(image, size)
     # What Image.thumbnail(reducing_gap=1) does (an integer box reduction, then bicubic on
@@ -306,7 +317,7 @@ def decode_cost(image: Image.Image, file: BinaryIO, full_size: tuple[int, int], 
     # Resized, converted back, rotated, encoded: a few copies of the thumbnail.
     final = plan.final_size[0] * plan.final_size[1] * 4 * 4
     return (
-        _HEADER_BYTES  # opened again for the decode
+        HEADER_BYTES  # opened again for the decode
         + decoded
         + _decoder_cost(image, file, full_size)
         + band
@@ -339,10 +350,10 @@ def _decoder_cost(image: Image.Image, file: BinaryIO, full_size: tuple[int, int]
         # (Uncompressed files are read by Pillow itself, 64 kB at a time.)
         return file_size + _tiff_block_bytes(image)
     if image.format in ("WEBP", "AVIF"):
-        # The plugin reads the whole file, which the decoder copies; the decoder keeps its
-        # own RGBA canvases of the whole image (libwebp's animation decoder: the frame and
-        # the previous one) and hands Pillow a copy: 12 bytes a pixel beside Pillow's 4.
-        return 2 * file_size + pixels * 12
+        # The file, as when opening (_open_cost); the decoder keeps its own RGBA canvases of
+        # the whole image (libwebp's animation decoder: the frame and the previous one) and
+        # hands Pillow a copy: 12 bytes a pixel beside Pillow's 4.
+        return _whole_file_copies(image.format) * file_size + pixels * 12
     if image.format == "BMP" and image.info.get("compression") in (1, 2):
         # Run-length BMPs are decoded in Python: the pixels gathered in a bytearray (with
         # its slack), then copied to bytes.
@@ -367,7 +378,7 @@ def _jpeg_coefficients(image: Image.Image, file: BinaryIO, full_size: tuple[int,
     width, height = full_size
     layers = getattr(image, "layer", None) or [("", 1, 1, 0)] * 4
     rows = width * 16 * 2 * len(layers)
-    if "progressive" not in image.info and not _jpeg_first_scan_is_partial(file, len(layers)):
+    if "progressive" not in image.info and not jpeg_first_scan_is_partial(file, len(layers)):
         return rows
     most_h = max(1, *(layer[1] for layer in layers))
     most_v = max(1, *(layer[2] for layer in layers))
@@ -378,33 +389,6 @@ def _jpeg_coefficients(image: Image.Image, file: BinaryIO, full_size: tuple[int,
         down = -(-height * v // (most_v * 8))
         total += -(-across // h) * h * -(-down // v) * v * 128
     return total
-
-
-def _jpeg_first_scan_is_partial(file: BinaryIO, components: int) -> bool:
-    """Whether the first scan (SOS) names fewer components than the frame has: then libjpeg
-    buffers the whole image as it would for a progressive file. True when unsure."""
-    position = file.tell()
-    try:
-        file.seek(2)  # past SOI
-        while True:
-            if file.read(1) != b"\xff":
-                return True
-            marker = file.read(1)
-            while marker == b"\xff":  # fill bytes
-                marker = file.read(1)
-            if not marker:
-                return True
-            if marker[0] == 0x01 or 0xD0 <= marker[0] <= 0xD8:  # no length field
-                continue
-            length = file.read(2)
-            if len(length) < 2:
-                return True
-            if marker[0] == 0xDA:
-                count = file.read(1)
-                return not count or count[0] < components
-            file.seek(int.from_bytes(length, "big") - 2, io.SEEK_CUR)
-    finally:
-        file.seek(position)
 
 
 def _tiff_block_bytes(image: Image.Image) -> int:
@@ -431,9 +415,19 @@ def _tag_int(tags: Mapping[int, object], tag: int, default: int) -> int:
         return default
 
 
-def _exif(image: Image.Image) -> tuple[datetime | None, str | None]:
+def _read_exif(image: Image.Image) -> Image.Exif:
+    """The image's EXIF; empty when it is unreadable, or too large to read safely."""
+    blob = image.info.get("exif")
+    if isinstance(blob, bytes) and len(blob) > _MAX_EXIF_BYTES:
+        return Image.Exif()
     try:
-        exif = image.getexif()
+        return image.getexif()
+    except Exception:
+        return Image.Exif()
+
+
+def _exif(exif: Image.Exif) -> tuple[datetime | None, str | None]:
+    try:
         taken = exif.get_ifd(_EXIF_IFD).get(_DATETIME_ORIGINAL) or exif.get(_DATETIME)
         make = _text(exif.get(_MAKE))
         model = _text(exif.get(_MODEL))
