@@ -112,3 +112,68 @@ def test_a_folder_of_the_largest_allowed_images_imports_within_the_bound(
     assert done.peak_rss_bytes < bound, (done.peak_rss_bytes // MiB, bound // MiB)
     items = _items(tmp_path)
     assert {name: item.state for name, item in items.items()} == {f.name: "done" for f in files}
+
+
+def _tiff_of_strips(count: int) -> bytes:
+    """A 1 x `count` grey TIFF in `count` one-row strips, all past the end of the file (so a
+    decoder that gets that far fails at once): 8 bytes of header a strip, ~300 of memory."""
+    entries = [(256, 4, 1, 1), (257, 4, 1, count), (258, 3, 1, 8), (259, 3, 1, 1)]
+    entries += [(262, 3, 1, 1), (273, 4, count, 0), (277, 3, 1, 1), (278, 4, 1, 1)]
+    entries += [(279, 4, count, 0)]
+    ifd_size = 2 + 12 * len(entries) + 4
+    offsets_at = 8 + ifd_size
+    counts_at = offsets_at + 4 * count
+    end = counts_at + 4 * count
+    ifd = struct.pack("<H", len(entries))
+    for tag, kind, number, value in entries:
+        value = {273: offsets_at, 279: counts_at}.get(tag, value)
+        ifd += struct.pack("<HHII", tag, kind, number, value)
+    return (
+        b"II*\0"
+        + struct.pack("<I", 8)
+        + ifd
+        + bytes(4)
+        + struct.pack("<I", end + 4096) * count
+        + struct.pack("<I", 1) * count
+    )
+
+
+def _gif_of_comment_blocks(count: int) -> bytes:
+    """A GIF whose comment comes in `count` blocks of one byte: Pillow keeps each apart."""
+    base = image(3, "GIF")
+    table = 3 << ((base[10] & 7) + 1) if base[10] & 0x80 else 0
+    return base[: 13 + table] + b"!\xfe" + b"\x01x" * count + b"\x00" + base[13 + table :]
+
+
+def _jpeg_of_segments(count: int) -> bytes:
+    """A JPEG with `count` empty comment segments before its frame: Pillow keeps a list entry
+    for each."""
+    base = image(4)
+    return base[:2] + b"\xff\xfe\x00\x02" * count + base[2:]
+
+
+@pytest.mark.timeout(600)
+def test_headers_that_cost_far_more_to_parse_than_their_size_are_refused_unparsed(
+    tmp_path: Path,
+) -> None:
+    """Beyond the issue's rows: Pillow keeps what it parses of a header piece by piece, in
+    Python objects. A 12 MB TIFF of 1.5 million strips, a 12 MB GIF comment in one-byte
+    blocks and 16 MB of empty JPEG segments cost ~450, ~500 and ~290 MB to open (main peaked
+    at 1.2 GB with the three side by side). Their headers are walked first and refused."""
+    files = [
+        FakeFile("strips.tif", _tiff_of_strips(1_500_000), "image/tiff"),
+        FakeFile("comment.gif", _gif_of_comment_blocks(6_000_000), "image/gif"),
+        FakeFile("segments.jpg", _jpeg_of_segments(4_000_000), "image/jpeg"),
+        FakeFile("fine.jpg", image(5), "image/jpeg"),
+    ]
+    settings = {"concurrency": 3, "decode_memory_bytes": 64 * MiB}
+    with serve_route("gdrive-api", FakeFolder("Headers", files)) as route:
+        done = _import(route.url, route.env, tmp_path, **settings)
+    assert done.returncode == 0, done.stderr[-3000:]
+    bound = _bound(tmp_path, **settings)
+    assert done.peak_rss_bytes < bound, (done.peak_rss_bytes // MiB, bound // MiB)
+    items = _items(tmp_path)
+    assert items["fine.jpg"].state == "done"
+    for name in ("strips.tif", "comment.gif", "segments.jpg"):
+        assert items[name].state == "failed", (name, items[name].reason)
+        assert "Image headers too large to read safely" in (items[name].reason or "")
