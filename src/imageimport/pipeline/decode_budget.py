@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -46,16 +47,19 @@ class DecodeBudget:
 
     def _acquire(self, nbytes: int, heartbeat: Callable[[], None] | None) -> None:
         ticket = object()
+        last_beat = time.monotonic()
         with self._changed:
             self._line.append(ticket)
             try:
                 while self._line[0] is not ticket or self._free < nbytes:
-                    if not self._changed.wait(HEARTBEAT_SECONDS) and heartbeat is not None:
+                    self._changed.wait(HEARTBEAT_SECONDS)
+                    if heartbeat is not None and time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
                         self._changed.release()  # a heartbeat may do I/O: not under the lock
                         try:
                             heartbeat()
                         finally:
                             self._changed.acquire()
+                        last_beat = time.monotonic()
             finally:
                 # Granted or given up (an exception): either way out of the line, and the
                 # next in line may now go.
