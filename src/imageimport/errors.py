@@ -64,6 +64,10 @@ class CorruptImage(ItemError):
     pass
 
 
+class ImageTooLarge(ItemError):
+    """Decoding the image would take more memory than the whole decode budget."""
+
+
 class ForbiddenHost(ImageImportError):
     """A request would have left the configured source hosts."""
 

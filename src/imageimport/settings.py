@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     # Limits on what strangers can make us do.
     max_file_size_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=100_000_000, gt=0)
+    # The decoded images one process holds at once: each decode first reserves an upper bound
+    # of what it needs from this budget (pipeline/decode_budget.py). With it, a process stays
+    # under pipeline/memory.py's bound: a baseline + this + CONCURRENCY x per-file buffers.
+    decode_memory_bytes: int = Field(default=1024**3, ge=32 * 1024**2)
     zip_max_total_bytes: int = Field(default=20 * 1024**3, gt=0)
     zip_max_entries: int = Field(default=200_000, gt=0)
     zip_max_ratio: int = Field(default=200, gt=0)

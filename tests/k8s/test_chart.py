@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from imageimport.pipeline.memory import memory_bound
 from imageimport.queue.nats import DURABLE, STREAM
 from imageimport.settings import Settings
 from tests.k8s.conftest import NAMESPACE, VARIANTS, Rendered
@@ -291,6 +292,43 @@ def test_the_settings_the_chart_sets_are_settings_the_app_accepts(
         assert settings.database_url and settings.database_url.startswith("postgresql://")
     expected_mode = VARIANTS.get(name, {}).get("config", {}).get("mode", "kubernetes")
     assert settings.mode == expected_mode
+
+
+def _memory_bytes(quantity: str | int) -> int:
+    """A Kubernetes memory quantity ("2Gi", "1536Mi", "2G", "2147483648") in bytes."""
+    factors = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6}
+    factors |= {"G": 10**9, "T": 10**12}
+    text = str(quantity)
+    for suffix, factor in factors.items():
+        if text.endswith(suffix):
+            return int(float(text.removesuffix(suffix)) * factor)
+    return int(float(text))
+
+
+@pytest.mark.parametrize("name", INSTALLED)
+def test_a_workers_memory_bound_is_within_its_memory_limit(
+    name: str, rendered: dict[str, Rendered], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SECURITY.md's bound for one worker (a baseline + DECODE_MEMORY_BYTES + concurrency x
+    per-file buffers), computed from what the chart gives it, is under its memory limit: what
+    no folder's files contain can get a worker killed for memory."""
+    variant = rendered[name]
+    worker = container(variant.get("Deployment", variant.name_of("worker")), "worker")
+    args = worker["args"]
+    concurrency = int(args[args.index("--concurrency") + 1])
+    own = {entry["name"]: entry["value"] for entry in worker.get("env", []) if "value" in entry}
+    assert "DECODE_MEMORY_BYTES" in own
+    for key in SETTINGS_ENV_NAMES:
+        monkeypatch.delenv(key, raising=False)
+    for key, value in (variant.config_env() | own).items():
+        if key in SETTINGS_ENV_NAMES:
+            monkeypatch.setenv(key, value)
+    settings = Settings(_env_file=None)
+    limit = _memory_bytes(worker["resources"]["limits"]["memory"])
+    assert memory_bound(settings, concurrency) <= limit, (
+        memory_bound(settings, concurrency),
+        limit,
+    )
 
 
 @pytest.mark.parametrize("name", ["dev", "dev-keda", "skaffold-kind"])

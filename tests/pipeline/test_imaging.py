@@ -6,7 +6,9 @@ from datetime import UTC, datetime
 import pytest
 from PIL import Image
 
-from imageimport.errors import CorruptImage, NotAnImage
+from imageimport.errors import CorruptImage, ImageTooLarge, NotAnImage
+from imageimport.pipeline import imaging
+from imageimport.pipeline.decode_budget import DecodeBudget
 from imageimport.pipeline.imaging import inspect, sniff
 from tests.fakes.folder import TAKEN_AT, make_image
 
@@ -113,3 +115,65 @@ def test_timestamps_are_stored_as_utc() -> None:
 def test_our_pixel_limit_applies_below_pillows_own() -> None:
     with pytest.raises(CorruptImage, match="more than the limit of 1,000,000"):
         inspect(io.BytesIO(_png_header_only(2_000, 1_000)), 1_000_000, 400)
+
+
+# -- the decode budget --------------------------------------------------------------------------
+
+
+def test_an_image_whose_decode_exceeds_the_whole_budget_fails_naming_the_setting() -> None:
+    data = make_image(3000, 2000, "PNG")
+    budget = DecodeBudget(32 * 1024 * 1024)  # 3000x2000 RGB takes 24 MB, plus the overheads
+    with pytest.raises(ImageTooLarge, match="more than the 32 MiB of DECODE_MEMORY_BYTES"):
+        inspect(io.BytesIO(data), LIMIT, 400, budget)
+    assert inspect(io.BytesIO(data), LIMIT, 400, DecodeBudget(128 * 1024 * 1024)).width == 3000
+
+
+def _textured(mode: str, width: int, height: int) -> Image.Image:
+    gray = Image.effect_noise((width, height), 80).convert("L")
+    rgb = Image.merge(
+        "RGB",
+        [gray, gray.rotate(90, expand=False), gray.transpose(Image.Transpose.FLIP_TOP_BOTTOM)],
+    )
+    alpha = Image.new("L", (width, height), 0)
+    alpha.paste(255, (width // 3, height // 3, width, height))
+    alpha.paste(128, (0, 0, width // 5, height))
+    if mode == "RGBA":
+        return Image.merge("RGBA", [*rgb.split(), alpha])
+    if mode == "LA":
+        return Image.merge("LA", [gray, alpha])
+    if mode in ("P", "P+transparency"):
+        palette = rgb.quantize(64)
+        if mode == "P+transparency":
+            palette.info["transparency"] = 3
+        return palette
+    return {"RGB": rgb, "L": gray, "1": gray.convert("1"), "CMYK": rgb.convert("CMYK")}[mode]
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P", "P+transparency", "1", "CMYK"])
+@pytest.mark.parametrize(
+    "size", [(1601, 1201), (1001, 1501), (3000, 37), (37, 3000), (401, 399), (400, 300)]
+)
+def test_thumbnails_match_pillows_own_pixel_for_pixel(mode: str, size: tuple[int, int]) -> None:
+    """_thumbnail converts and reduces a band of rows at a time: the result must be what
+    Image.thumbnail (reducing_gap=1) makes of the whole image at once."""
+    image = _textured(mode, *size)
+    expected = image.convert(
+        "RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB"
+    )
+    expected.thumbnail((400, 400), Image.Resampling.BICUBIC, reducing_gap=1.0)
+    out = io.BytesIO()
+    image.save(out, "TIFF" if mode == "CMYK" else "PNG")  # PNG holds no CMYK
+    opened = Image.open(out)
+    captured: list[Image.Image] = []
+    real_save = Image.Image.save
+
+    def capture(self: Image.Image, *args: object, **kwargs: object) -> None:
+        captured.append(self.copy())
+        real_save(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Image.Image, "save", capture)
+        imaging._thumbnail(opened, 400)
+    (made,) = captured
+    assert (made.mode, made.size) == (expected.mode, expected.size)
+    assert made.tobytes() == expected.tobytes()

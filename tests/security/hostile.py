@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import unicodedata
+import zipfile
 import zlib
 
 from PIL import Image
@@ -116,3 +117,44 @@ def hostile_folder(provider: str, oversized: int) -> tuple[FakeFolder, dict[str,
     children.append(FakeFolder("y" * 250, [FakeFile(deep_name, image(99, "PNG"), "image/png")]))
     expected[deep_name] = "done"
     return FakeFolder("Hostile", children), expected
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def zip_bomb(
+    method: int,
+    unpacked: int,
+    *,
+    declared: int = 1000,
+    name: str = "Archive/bomb.png",
+    others: dict[str, bytes] | None = None,
+) -> bytes:
+    """A ZIP whose entry `name`, compressed with `method`, unpacks to `unpacked` bytes (a PNG
+    signature, then zeros) while both its headers declare `declared` bytes, with the CRC of
+    those: every check of the headers passes, only the decompressor sees the truth."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for other, data in (others or {}).items():
+            archive.writestr(other, data)
+        info = zipfile.ZipInfo(name, (2024, 5, 1, 12, 0, 0))
+        info.compress_type = method
+        with archive.open(info, "w") as entry:  # streamed: never whole in memory
+            entry.write(PNG_SIGNATURE)
+            block = bytes(MiB)
+            for _ in range((unpacked - len(PNG_SIGNATURE)) // MiB):
+                entry.write(block)
+            entry.write(bytes((unpacked - len(PNG_SIGNATURE)) % MiB))
+        local = info.header_offset
+    data = bytearray(out.getvalue())
+    crc = zlib.crc32(PNG_SIGNATURE + bytes(declared - len(PNG_SIGNATURE)))
+    struct.pack_into("<I", data, local + 14, crc)  # local header: CRC, sizes at 18, 22
+    struct.pack_into("<I", data, local + 22, declared)
+    central = data.find(b"PK\x01\x02")
+    while central >= 0:  # central directory entries: CRC at 16, sizes at 20, 24, name at 46
+        length = struct.unpack_from("<H", data, central + 28)[0]
+        if data[central + 46 : central + 46 + length] == name.encode():
+            struct.pack_into("<I", data, central + 16, crc)
+            struct.pack_into("<I", data, central + 24, declared)
+        central = data.find(b"PK\x01\x02", central + 4)
+    return bytes(data)

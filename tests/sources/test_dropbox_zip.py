@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import random
 import struct
+import tracemalloc
 import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,9 +19,11 @@ from imageimport.sources import dropbox_zip
 from imageimport.sources.base import RemoteFile
 from imageimport.sources.dropbox import provider
 from imageimport.sources.dropbox_zip import DropboxZipSource
+from imageimport.sources.http import CHUNK_SIZE
 from tests.fakes.dropbox import FakeDropbox, make_dropbox_app, shared_link
 from tests.fakes.folder import FakeFile, FakeFolder, sample_folder
 from tests.fakes.server import Fault, FaultPlan, RunningServer
+from tests.security.hostile import zip_bomb
 
 MiB = 1024 * 1024
 
@@ -195,6 +198,53 @@ def test_a_small_well_compressed_entry_is_not_a_bomb(
     with fake.source(tmp_path, folder) as source:
         (file,) = source.list()
         assert read(source, file) == b"\0" * (MiB - 1)
+
+
+@pytest.mark.parametrize(
+    ("method", "name"), [(zipfile.ZIP_BZIP2, "bzip2"), (zipfile.ZIP_LZMA, "LZMA")]
+)
+def test_entries_dropbox_does_not_make_are_refused_unopened(
+    serve: Callable[..., Fake], tmp_path: Path, method: int, name: str
+) -> None:
+    """bzip2 and LZMA inflate a whole compressed block per read, whatever the header says: a
+    233-byte entry declaring 1,000 bytes would unpack 64 MiB at once. None of it is unpacked."""
+    data = zip_bomb(method, 64 * MiB, name="Top/bomb.png", others={"Top/ok.txt": b"fine"})
+    fake, folder = serve_raw(serve, data)
+    with fake.source(tmp_path, folder) as source:
+        files = {f.path: f for f in source.list()}
+        assert files["bomb.png"].size == 1000
+        tracemalloc.start()
+        try:
+            with pytest.raises(ItemError, match=f"bomb.png is compressed with {name} inside"):
+                read(source, files["bomb.png"])
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < MiB, peak
+        assert read(source, files["ok.txt"]) == b"fine"
+
+
+def test_deflate_entries_unpack_one_bounded_chunk_at_a_time(
+    serve: Callable[..., Fake], tmp_path: Path
+) -> None:
+    """zipfile bounds each deflate read's output (zlib's max_length): an entry of 64 MiB of
+    zeros, 64 kB packed, never has more than a chunk of it in memory at once."""
+    size = 64 * MiB
+    fake, folder = serve_raw(serve, make_zip({"zeros.bin": bytes(size)}))
+    with fake.source(tmp_path, folder, zip_max_ratio=100_000) as source:
+        (file,) = source.list()
+        received = 0
+        tracemalloc.start()
+        try:
+            with source.open(file) as chunks:
+                for chunk in chunks:
+                    assert len(chunk) <= CHUNK_SIZE
+                    received += len(chunk)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert received == size
+    assert peak < 4 * CHUNK_SIZE, peak
 
 
 def test_archive_unpacking_beyond_the_total_limit_is_refused(

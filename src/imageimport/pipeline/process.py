@@ -13,6 +13,7 @@ from imageimport.db import repo
 from imageimport.db.models import Image, Import, ImportItem
 from imageimport.errors import ForbiddenHost, ItemError
 from imageimport.keys import image_key, thumbnail_key
+from imageimport.pipeline.decode_budget import shared_budget
 from imageimport.pipeline.download import download
 from imageimport.pipeline.imaging import THUMBNAIL_CONTENT_TYPE, ImageInfo, inspect
 from imageimport.queue.base import Job
@@ -73,7 +74,13 @@ def process_item(runtime: Runtime, job: Job, heartbeat: Callable[[], None] | Non
             # Identical bytes were verified and stored before: nothing to decode or upload.
             return _record(runtime, item, known, fetched.size)
         try:
-            info = inspect(fetched.file, settings.max_image_pixels, settings.thumbnail_size)
+            info = inspect(
+                fetched.file,
+                settings.max_image_pixels,
+                settings.thumbnail_size,
+                shared_budget(settings.decode_memory_bytes),
+                heartbeat,
+            )
         except ItemError as error:
             return _settle(runtime, item, error.state, str(error), nbytes=fetched.size)
         key = image_key(fetched.sha256, info.extension)

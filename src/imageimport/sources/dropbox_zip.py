@@ -39,6 +39,20 @@ WHAT = "The Dropbox folder download"
 RATIO_CHECK_MIN_BYTES = 1024 * 1024
 MAX_PLAIN_ID_CHARS = 500
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+# The methods Dropbox's folder downloads use: stored, and deflate. zipfile inflates deflate
+# with a bound on each read's output (zlib's max_length: one read never yields more than it
+# asked for), but hands bzip2 and LZMA (and any method a later Python adds) a whole block of
+# compressed bytes to inflate at once, whatever the header declares: a 1 kB entry can unpack
+# to gigabytes in one call. Only the bounded methods are ever opened.
+_UNPACKED_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED})
+_METHOD_NAMES = {
+    zipfile.ZIP_BZIP2: "bzip2",
+    zipfile.ZIP_LZMA: "LZMA",
+    9: "Deflate64",
+    93: "Zstandard",
+    95: "XZ",
+    98: "PPMd",
+}
 _NOT_A_ZIP = (
     "Dropbox answered with a web page instead of the folder's ZIP download: the link is "
     "private, was removed, or the folder is too big for Dropbox to offer as one ZIP "
@@ -80,6 +94,12 @@ class DropboxZipSource(Source):
         info = entry.info
         if info.flag_bits & 0x1:
             raise ItemError(f"{file.path} is encrypted inside the folder's ZIP download.")
+        if info.compress_type not in _UNPACKED_METHODS:
+            method = _METHOD_NAMES.get(info.compress_type, f"method {info.compress_type}")
+            raise ItemError(
+                f"{file.path} is compressed with {method} inside the folder's ZIP download: "
+                "only stored and deflate entries, the ones Dropbox makes, are unpacked."
+            )
         if _is_bomb(info, self.settings):
             raise ItemError(
                 f"{file.path} would unpack to {info.file_size} bytes from only "
