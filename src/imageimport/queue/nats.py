@@ -13,6 +13,7 @@ import logging
 import socket
 import threading
 from collections.abc import Coroutine, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import nats
@@ -38,6 +39,8 @@ DURABLE = "imageimport-workers"
 DUPLICATE_WINDOW_SECONDS = 30 * 60
 # The longest wait for one TCP connection (and TLS handshake) to a server.
 ATTEMPT_TIMEOUT_SECONDS = 10.0
+# Each step of handing a job back while stopping: short, since shutdown waits on it.
+HAND_BACK_TIMEOUT_SECONDS = 2.0
 
 
 class NatsQueue(JobQueue):
@@ -228,7 +231,9 @@ class NatsQueue(JobQueue):
         except (TimeoutError, NatsError, OSError) as error:
             raise TransientError(f"Publishing to NATS failed: {error!r}") from error
 
-    def pull(self, max_jobs: int, timeout: float) -> list[Delivery]:
+    def pull(self, max_jobs: int, timeout: float, per_import: int | None = None) -> list[Delivery]:
+        # `per_import` is not enforced here: see SECURITY.md (fair scheduling) for why one
+        # FIFO consumer cannot skip an import's messages without a cost of its own.
         return self._call(self._pull(max_jobs, timeout), timeout=timeout + 30)
 
     async def _pull(self, max_jobs: int, timeout: float) -> list[Delivery]:
@@ -249,6 +254,20 @@ class NatsQueue(JobQueue):
                 continue
             deliveries.append(NatsDelivery(self, message, job))
         return deliveries
+
+    async def _hand_back(self, message: Msg, job: Job) -> None:
+        """Publish `job` as a new message, then ack the old one. A new message starts with no
+        deliveries, so the job carries the attempts so far; its id is new too (the old one
+        is still in the duplicate window), yet the same for the same delivery."""
+        assert self._js is not None
+        sequence = message.metadata.sequence.stream if message.metadata.sequence else 0
+        await self._js.publish(
+            SUBJECT,
+            job.encode(),
+            timeout=HAND_BACK_TIMEOUT_SECONDS,
+            headers={"Nats-Msg-Id": f"{job.dedup_id}@{sequence}"},
+        )
+        await message.ack_sync(timeout=HAND_BACK_TIMEOUT_SECONDS)
 
     def pending_count(self) -> int:
         """Messages not yet delivered plus those delivered but not acked."""
@@ -303,7 +322,7 @@ class NatsDelivery(Delivery):
         self._queue = queue
         self._message = message
         self.job = job
-        self.attempt = int(message.metadata.num_delivered or 1)
+        self.attempt = job.attempts + int(message.metadata.num_delivered or 1)
 
     def _settle(self, coroutine: Coroutine[Any, Any, object]) -> None:
         try:
@@ -321,8 +340,20 @@ class NatsDelivery(Delivery):
     def give_up(self) -> None:
         self._settle(self._message.term())
 
-    def in_progress(self) -> None:
+    def release(self) -> None:
+        # A NAK would count as a delivery toward max_deliver: the job moves to a new
+        # message instead, carrying only the attempts that really happened.
+        untried = replace(self.job, attempts=self.attempt - 1)
         try:
-            self._queue._call(self._message.in_progress(), timeout=5)
-        except Exception:
-            log.debug("in_progress failed", exc_info=True)
+            self._queue._call(
+                self._queue._hand_back(self._message, untried),
+                timeout=2 * HAND_BACK_TIMEOUT_SECONDS + 1,
+            )
+        except Exception as error:
+            # Not acked: the message comes back after ack_wait, counted as one delivery.
+            raise TransientError(f"Handing a NATS message back failed: {error!r}") from error
+
+    def in_progress(self) -> None:
+        # Fire and forget: called from the download watchdog, which must never wait on NATS.
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._message.in_progress(), self._queue._loop)

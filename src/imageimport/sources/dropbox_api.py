@@ -25,6 +25,7 @@ from imageimport.errors import ForbiddenHost, ItemError, SourceUnavailable, Tran
 from imageimport.settings import Settings, secret
 from imageimport.sources.base import FolderRef, RemoteFile, Source
 from imageimport.sources.http import CHUNK_SIZE, allowed_hosts, with_retries
+from imageimport.sources.transfer import watching
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -158,7 +159,8 @@ class DropboxApiSource(Source):
             on_api_error=lambda e: _download_failed(e, file),
         )
         try:
-            yield _chunks(response, file)
+            with watching(response):
+                yield _chunks(response, file)
         finally:
             response.close()
 
