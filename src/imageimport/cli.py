@@ -519,4 +519,15 @@ def _run_api(settings: Settings, host: str, port: int, local_workers: bool) -> N
         make_queue(settings).close()
     except ImageImportError as error:
         raise _fail(error) from None
-    uvicorn.run(create_app(settings, local_workers=local_workers), host=host, port=port)
+    # After SIGTERM, open connections get a few seconds, then are closed: an event stream (the
+    # page follows an import live) would otherwise hold the shutdown up for as long as the
+    # import runs. The workers' own grace (SHUTDOWN_GRACE_SECONDS) comes after.
+    uvicorn.run(
+        create_app(settings, local_workers=local_workers),
+        host=host,
+        port=port,
+        timeout_graceful_shutdown=HTTP_SHUTDOWN_SECONDS,
+    )
+
+
+HTTP_SHUTDOWN_SECONDS = 5

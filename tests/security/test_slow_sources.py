@@ -9,6 +9,7 @@ wall-clock bounds are at least 5x the configured values."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -27,6 +28,7 @@ import pytest
 from sqlalchemy import create_engine, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from imageimport.cli import HTTP_SHUTDOWN_SECONDS
 from imageimport.db.models import ImportItem
 from imageimport.imports import Importer
 from imageimport.pipeline.embedded import snapshot
@@ -43,6 +45,7 @@ from tests.servers import free_port
 
 _SETTING_NAMES = {name.upper() for name in Settings.model_fields} | {"IMAGEIMPORT_MODE"}
 API_TOKEN = "slow-sources-token-1f2e"
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
 class Drip:
@@ -257,8 +260,10 @@ def test_one_imports_dripping_files_do_not_starve_another_import(
 # -- stopping ----------------------------------------------------------------------------------
 
 GRACE = 1.0
-# What SIGTERM may take: the grace, the stop bound, a pull, and the process's own exit.
+# What SIGTERM may take: the grace, the stop bound, a pull and the process's own exit; for
+# serve, first uvicorn's time for open connections.
 STOP_LIMIT = 5 * (GRACE + STOP_BOUND_SECONDS + 1)
+SERVE_STOP_LIMIT = 5 * (HTTP_SHUTDOWN_SECONDS + GRACE + STOP_BOUND_SECONDS + 1)
 # uvicorn ends by raising the signal it caught again, once shut down.
 SERVE_EXIT_CODES = (0, -signal.SIGTERM)
 
@@ -291,18 +296,34 @@ def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
         )
 
 
-def _stop(process: subprocess.Popen[bytes], log: Path, codes: tuple[int, ...] = (0,)) -> float:
-    """SIGTERM, then the seconds until the process exited (killed after STOP_LIMIT)."""
-    started = time.monotonic()
+def _stop(
+    process: subprocess.Popen[bytes], log: Path, limit: float, codes: tuple[int, ...]
+) -> None:
+    """SIGTERM; the process must exit within `limit` seconds (it is killed otherwise)."""
     process.send_signal(signal.SIGTERM)
     try:
-        code = process.wait(STOP_LIMIT)
+        code = process.wait(limit)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-        pytest.fail(f"no exit within {STOP_LIMIT} s of SIGTERM:\n{log.read_text()[-3000:]}")
+        pytest.fail(f"no exit within {limit} s of SIGTERM:\n{log.read_text()[-3000:]}")
     assert code in codes, log.read_text()[-3000:]
-    return time.monotonic() - started
+
+
+def _follow_events(url: str) -> threading.Thread:
+    """What the page does while an import runs: keep its event stream open."""
+
+    def follow() -> None:
+        with (
+            contextlib.suppress(httpx.HTTPError),
+            httpx.stream("GET", url, headers=AUTH, timeout=None) as stream,
+        ):
+            for _ in stream.iter_lines():
+                pass
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    return thread
 
 
 def _states(database: str, import_id: str) -> dict[str, tuple[str, int, str | None]]:
@@ -346,20 +367,20 @@ def test_serve_stops_soon_after_sigterm_and_keeps_dripping_files_pending(tmp_pat
         log = tmp_path / "serve.log"
         serve = _serve(env, port, log)
         try:
-            answer = httpx.post(
-                f"http://127.0.0.1:{port}/api/v1/imports",
-                json={"url": route.url},
-                headers={"Authorization": f"Bearer {API_TOKEN}"},
-                timeout=30,
-            )
+            base = f"http://127.0.0.1:{port}/api/v1/imports"
+            answer = httpx.post(base, json={"url": route.url}, headers=AUTH, timeout=30)
             assert answer.status_code == 202, answer.text
             import_id = answer.json()["id"]
             database = f"sqlite:///{tmp_path / 'data' / 'imageimport.db'}"
             done = lambda: sum(s == "done" for s, _, _ in _states(database, import_id).values())  # noqa: E731
             wait_for(lambda: drip.active >= 3 and done() == 3, 60, "the drips to be in flight")
 
-            took = _stop(serve, log, SERVE_EXIT_CODES)
+            events = _follow_events(f"{base}/{import_id}/events")
+            wait_for(lambda: '/events HTTP/1.1" 200' in log.read_text(), 30, "the event stream")
+            _stop(serve, log, SERVE_STOP_LIMIT, SERVE_EXIT_CODES)
             assert "interrupting 3 file(s) still in progress" in log.read_text()
+            events.join(30)
+            assert not events.is_alive()
             states = _states(database, import_id)
             assert {n: states[n] for n in states if n.startswith("fine")} == {
                 f.name: ("done", 0, None) for f in fine
@@ -368,13 +389,12 @@ def test_serve_stops_soon_after_sigterm_and_keeps_dripping_files_pending(tmp_pat
             assert {n: states[n] for n in states if n.startswith("drip")} == {
                 d.name: ("pending", 0, None) for d in drips
             }
-            assert took < STOP_LIMIT
 
             # The next start picks them up again.
             before = sum(drip.started.values())
             serve = _serve(env, port, log)
             wait_for(lambda: sum(drip.started.values()) >= before + 3, 60, "a second delivery")
-            _stop(serve, log, SERVE_EXIT_CODES)
+            _stop(serve, log, SERVE_STOP_LIMIT, SERVE_EXIT_CODES)
             assert {s for s, _, _ in _states(database, import_id).values()} == {"done", "pending"}
         finally:
             if serve.poll() is None:
@@ -407,7 +427,7 @@ def test_worker_stops_soon_after_sigterm_and_hands_dripping_files_back(
         worker = _start(["worker", "--concurrency", "4"], env, log)
         try:
             wait_for(lambda: drip.active >= 3, 60, "the drips to be in flight")
-            _stop(worker, log)
+            _stop(worker, log, STOP_LIMIT, (0,))
         finally:
             if worker.poll() is None:
                 worker.kill()

@@ -51,7 +51,9 @@ def run_import(
 ) -> Snapshot:
     queue = queue or MemoryQueue()
     importer = Importer(runtime, queue)
-    pool = WorkerPool(runtime, queue, concurrency) if local_workers else None
+    # Every slot for this import: sharing slots between imports matters in the long-running
+    # processes (serve, worker), where other people's imports wait.
+    pool = WorkerPool(runtime, queue, concurrency, import_share=1.0) if local_workers else None
     if pool is not None:
         pool.start()
     try:
