@@ -32,6 +32,7 @@ from imageimport.cli import HTTP_SHUTDOWN_SECONDS
 from imageimport.db.models import ImportItem
 from imageimport.imports import Importer
 from imageimport.pipeline.embedded import snapshot
+from imageimport.queue.base import JobQueue
 from imageimport.queue.memory import MemoryQueue
 from imageimport.queue.nats import NatsQueue
 from imageimport.runtime import Runtime
@@ -211,11 +212,13 @@ def test_a_file_past_its_deadline_fails_at_once(make_settings: SettingsFactory) 
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.parametrize("queue_kind", ["memory", pytest.param("nats", marks=pytest.mark.nats)])
 def test_one_imports_dripping_files_do_not_starve_another_import(
-    make_settings: SettingsFactory,
+    queue_kind: str, make_settings: SettingsFactory, request: pytest.FixtureRequest
 ) -> None:
     """Import A is 12 files that drip forever (no minimum speed, a far deadline); import B,
-    started once A's files hold their slots, still gets all of its 20 images done."""
+    started once A's files hold their slots, still gets all of its 20 images done. With
+    NATS, A's messages are ahead of B's in the stream."""
     drips = [picture(f"drip-{n}.jpg", 10 + n) for n in range(12)]
     good = [picture(f"good-{n}.jpg", 100 + n) for n in range(20)]
     folder_a, folder_b = FakeFolder("A", list(drips)), FakeFolder("B", list(good))
@@ -228,7 +231,11 @@ def test_one_imports_dripping_files_do_not_starve_another_import(
             **route.settings,
         )
         runtime = Runtime(settings)
-        queue = MemoryQueue()
+        queue: JobQueue = MemoryQueue()
+        if queue_kind == "nats":
+            url = request.getfixturevalue("nats_server").url
+            purge_stream(url)
+            queue = NatsQueue(url, settings.max_deliver)
         pool = WorkerPool(runtime, queue, settings.concurrency)
         pool.start()
         try:
@@ -250,6 +257,7 @@ def test_one_imports_dripping_files_do_not_starve_another_import(
             assert snapshot(runtime, a).counters.pending == 12  # still dripping, untouched
         finally:
             pool.stop(grace=0)
+            queue.close()
             runtime.close()
     # Stopping interrupted A's downloads: handed back, not failed.
     assert _states(settings.effective_database_url, a) == {

@@ -79,7 +79,7 @@ class JobQueue(ABC):
     def pull(self, max_jobs: int, timeout: float, per_import: int | None = None) -> list[Delivery]:
         """Up to `max_jobs` deliveries, waiting at most `timeout` seconds for the first.
         With `per_import`, never more than that many deliveries of one import unsettled at
-        once: the other imports' jobs are served first."""
+        once from this queue object: the other imports' jobs are served first."""
 
     def close(self) -> None:  # noqa: B027 - optional
         pass
