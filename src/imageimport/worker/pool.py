@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -112,6 +113,7 @@ def _note_attempt(runtime: Runtime, item_id: int, reason: str) -> None:
 # After the grace, how long the interrupted files get to hand their jobs back (and files past
 # their download get to finish) before the pool stops waiting for them.
 STOP_BOUND_SECONDS = 5.0
+PULL_SECONDS = 0.5
 
 
 class WorkerPool:
@@ -143,12 +145,14 @@ class WorkerPool:
 
     def stop(self, grace: float | None = None) -> None:
         """Return within `grace` (SHUTDOWN_GRACE_SECONDS by default) + STOP_BOUND_SECONDS +
-        one pull. A job still running after that is left behind on its (daemon) thread; its
-        delivery is not settled, so the queue hands it out again."""
+        PULL_SECONDS + 1 s. A job still running after that is left behind on its (daemon)
+        thread; its delivery is not settled, so the queue hands it out again."""
         grace = self.runtime.settings.shutdown_grace_seconds if grace is None else grace
         self._stop.set()
         if self._puller.is_alive():
-            self._puller.join()
+            # A pull ends within its 0.5 s unless the queue hangs; what it brings in after
+            # the downloads were interrupted goes straight back (see _pull_loop).
+            self._puller.join(PULL_SECONDS + 1)
         if self._wait_idle(grace):
             return
         log.warning("stopping: interrupting %d file(s) still in progress", self._busy)
@@ -178,13 +182,17 @@ class WorkerPool:
             if self._stop.is_set():
                 break
             try:
-                deliveries = self.queue.pull(idle, timeout=0.5, per_import=self.per_import)
+                deliveries = self.queue.pull(idle, PULL_SECONDS, per_import=self.per_import)
             except Exception as error:
                 log.warning("pulling jobs failed (%s); trying again", error)
                 deliveries = []
                 self._stop.wait(1.0)
             for delivery in deliveries:
-                self._launch(delivery)
+                if self._abort.is_set():
+                    with contextlib.suppress(ImageImportError):
+                        delivery.release()
+                else:
+                    self._launch(delivery)
 
     def _launch(self, delivery: Delivery) -> None:
         with self._changed:
