@@ -50,6 +50,8 @@ ATTEMPT_TIMEOUT_SECONDS = 10.0
 HAND_BACK_TIMEOUT_SECONDS = 2.0
 # How stale the stream's per-import message counts may be when deciding to skip an import.
 COUNTS_MAX_AGE_SECONDS = 2.0
+# How long one pull may go on skipping messages past its own timeout.
+SEARCH_SECONDS = 5.0
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -268,6 +270,8 @@ class NatsQueue(JobQueue):
         # import's messages, which ends when the stream has come round (see _skip).
         while not batch and not fair.parked:
             remaining = deadline - time.monotonic()
+            if remaining < -SEARCH_SECONDS:
+                break  # the next pull goes on from here
             messages = await self._fetch(max_jobs, max(remaining, 0.1))
             if not messages:
                 break
