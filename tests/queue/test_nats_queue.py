@@ -158,20 +158,23 @@ def test_an_import_at_its_share_is_skipped_while_another_waits(queue: NatsQueue)
 
 def test_an_import_alone_at_its_share_is_parked_not_sent_round(nats_server) -> None:  # type: ignore[no-untyped-def]
     _purge(nats_server.url)
-    # Parked messages go back after half of ack_wait: longer than this test.
-    queue = NatsQueue(nats_server.url, max_deliver=3, ack_wait_seconds=30)
+    queue = NatsQueue(nats_server.url, max_deliver=3, ack_wait_seconds=3)
     try:
         queue.publish([job(n) for n in range(10)])
         held = queue.pull(2, timeout=1, per_import=2)
         assert len(held) == 2
         assert queue.pull(2, timeout=1, per_import=2) == []
+        for _ in range(4):  # past ack_wait: the parked message is kept, not delivered again
+            time.sleep(1)
+            for delivery in held:
+                delivery.in_progress()  # what a worker's download heartbeat does
         assert queue.pull(2, timeout=1, per_import=2) == []
         assert _last_sequence(nats_server.url) == 10  # nothing handed back
         held[0].ack()
         (parked,) = queue.pull(1, timeout=2, per_import=2)
         assert parked.attempt == 1
-        held[1].ack()
-        parked.ack()
+        for delivery in (held[1], parked):
+            delivery.ack()
     finally:
         queue.close()
 

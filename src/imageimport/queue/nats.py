@@ -78,6 +78,7 @@ class NatsQueue(JobQueue):
         self._sub: JetStreamContext.PullSubscription | None = None
         self._closing = False
         self._fair = _Fairness()
+        self._keeper: asyncio.Future[None] | None = None
         # While the first connection is being made: the last error, and whether the server
         # refused the credentials (no point in trying again then).
         self._connected = False
@@ -160,6 +161,7 @@ class NatsQueue(JobQueue):
             await self._ensure_stream()
             await self._ensure_consumer()
             self._sub = await self._js.pull_subscribe_bind(DURABLE, STREAM)
+            self._keeper = asyncio.ensure_future(self._keep_parked())
         except (ServiceUnavailableError, NoRespondersError) as error:
             raise TransientError(
                 f"NATS at {url} answers but JetStream does not; check that the server runs "
@@ -254,9 +256,9 @@ class NatsQueue(JobQueue):
         """The consumer hands messages out in stream order. A message of an import that has
         its share in flight here is skipped while another import has messages waiting:
         handed back to the end of the stream as a new message, which costs no attempt.
-        Otherwise it is parked here until its import has room, so that an import alone in
-        the stream is not sent round and round; a parked message goes back after half of
-        ack_wait, or as soon as another import turns out to be waiting."""
+        Otherwise it is parked here (kept from the server's redelivery by in-progress pings)
+        until its import has room, so that an import alone in the stream is not sent round
+        and round; it goes back as soon as another import turns out to be waiting."""
         fair = self._fair
         deadline = time.monotonic() + timeout
         batch: list[Delivery] = []
@@ -264,8 +266,8 @@ class NatsQueue(JobQueue):
             if len(batch) < max_jobs and fair.has_room(parked.job.import_id, per_import):
                 fair.parked.remove(parked)
                 batch.append(self._hand_out(parked.message, parked.job))
-        if fair.parked:
-            await self._unpark(expired_only=not await self._others_waiting(per_import))
+        if fair.parked and await self._others_waiting(per_import):
+            await self._unpark()
         # Fetch again only while every message fetched was skipped: a search for another
         # import's messages, which ends when the stream has come round (see _skip).
         while not batch and not fair.parked:
@@ -288,7 +290,7 @@ class NatsQueue(JobQueue):
                         # Not acked: it comes back after ack_wait (counted as a delivery).
                         log.warning("skipping a message failed: %r", error)
                 else:
-                    fair.parked.append(_Parked(message, job, time.monotonic()))
+                    fair.parked.append(_Parked(message, job))
         if not batch and fair.parked:
             # Nothing to do until a delivery settles here (its import has room again).
             fair.settled.clear()
@@ -376,18 +378,24 @@ class NatsQueue(JobQueue):
             return False
         return True
 
-    async def _unpark(self, expired_only: bool) -> None:
-        """Hand parked messages back: those parked for half of ack_wait (before the server
-        would hand them out again, counted as a delivery), or all of them."""
+    async def _unpark(self) -> None:
+        """Hand every parked message back: another import is waiting behind them."""
         fair = self._fair
-        while fair.parked and (
-            not expired_only or time.monotonic() - fair.parked[0].since > self.ack_wait / 2
-        ):
+        while fair.parked:
             parked = fair.parked.popleft()
             try:
                 await self._hand_back(parked.message, _untried(parked.message, parked.job))
             except (TimeoutError, NatsError, OSError) as error:
                 log.debug("handing a parked message back failed: %r", error)
+
+    async def _keep_parked(self) -> None:
+        """Tell the server the parked messages are still being worked on, so it does not
+        hand them out again (counted as a delivery) while they wait for room here."""
+        while not self._closing:
+            await asyncio.sleep(self.ack_wait / 3)
+            for parked in list(self._fair.parked):
+                with contextlib.suppress(TimeoutError, NatsError, OSError):
+                    await parked.message.in_progress()
 
     async def _hand_back(self, message: Msg, job: Job) -> None:
         """Publish `job` as a new message, then ack the old one. A new message starts with no
@@ -419,6 +427,8 @@ class NatsQueue(JobQueue):
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
     def close(self) -> None:
+        if self._closing:
+            return  # closed already: the loop has stopped
         self._closing = True
         if self._fair.parked and self._nc is not None and self._nc.is_connected:
             with contextlib.suppress(Exception):
@@ -430,6 +440,9 @@ class NatsQueue(JobQueue):
                 self._call(self._nc.close(), timeout=10)
             except Exception:
                 log.debug("NATS close failed", exc_info=True)
+        if self._keeper is not None:
+            with contextlib.suppress(Exception):
+                self._call(_cancelled(self._keeper), timeout=5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
 
@@ -439,6 +452,12 @@ class NatsQueue(JobQueue):
             parked = fair.parked.popleft()
             with contextlib.suppress(TimeoutError, NatsError, OSError):
                 await self._hand_back(parked.message, _untried(parked.message, parked.job))
+
+
+async def _cancelled(task: asyncio.Future[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def subject_of(job: Job) -> str:
@@ -456,7 +475,6 @@ def _untried(message: Msg, job: Job) -> Job:
 class _Parked:
     message: Msg
     job: Job
-    since: float
 
 
 @dataclass
