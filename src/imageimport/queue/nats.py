@@ -283,12 +283,14 @@ class NatsQueue(JobQueue):
                     continue
                 if fair.has_room(job.import_id, per_import):
                     batch.append(self._hand_out(message, job))
-                elif await self._skip(message, per_import):
+                elif await self._skip(message, job, per_import):
                     try:
                         await self._hand_back(message, _untried(message, job))
                     except (TimeoutError, NatsError, OSError) as error:
                         # Not acked: it comes back after ack_wait (counted as a delivery).
                         log.warning("skipping a message failed: %r", error)
+                elif fair.has_room(job.import_id, per_import):
+                    batch.append(self._hand_out(message, job))  # a slot freed meanwhile
                 else:
                     fair.parked.append(_Parked(message, job))
         if not batch and fair.parked:
@@ -329,10 +331,13 @@ class NatsQueue(JobQueue):
                 del fair.in_flight[import_id]
             fair.settled.set()
 
-    async def _others_waiting(self, per_import: int | None, fresh: bool = False) -> bool:
-        """Whether an import with room here has messages in the stream that nobody here
-        holds, and either the counts grew or a while passed since a search last came round
-        the stream without finding them (they were in flight elsewhere)."""
+    async def _others_waiting(
+        self, per_import: int | None, fresh: bool = False, besides: str | None = None
+    ) -> bool:
+        """Whether an import with room here, and none of its messages parked here, has more
+        messages in the stream than it has in flight here, and either the counts grew or a
+        while passed since a search last came round the stream without finding them (they
+        were in flight elsewhere)."""
         assert self._js is not None
         fair = self._fair
         now = time.monotonic()
@@ -347,11 +352,15 @@ class NatsQueue(JobQueue):
             }
             fair.last_seq = int(info.state.last_seq or 0)
             fair.counts_at = now
-        held = Counter(p.job.import_id for p in fair.parked) + fair.in_flight
+        # Not "another" import: the one whose message is being decided (`besides`), nor one
+        # parked here, even if a delivery that settled while this awaited gave it room.
+        mine = {p.job.import_id for p in fair.parked} | {besides}
         waiting = {
             import_id: count
             for import_id, count in fair.counts.items()
-            if count > held[import_id] and fair.has_room(import_id, per_import)
+            if count > fair.in_flight[import_id]
+            and import_id not in mine
+            and fair.has_room(import_id, per_import)
         }
         if fair.round is not None:
             counts, at = fair.round
@@ -361,17 +370,19 @@ class NatsQueue(JobQueue):
             fair.round = None
         return bool(waiting)
 
-    async def _skip(self, message: Msg, per_import: int | None) -> bool:
+    async def _skip(self, message: Msg, job: Job, per_import: int | None) -> bool:
         """Whether to hand back this message of an import at its share, to reach another
         import's messages further on; False once the search has come round the stream."""
         fair = self._fair
         if fair.pass_end is None:
-            if not await self._others_waiting(per_import, fresh=True):
+            if not await self._others_waiting(per_import, fresh=True, besides=job.import_id):
                 return False
             fair.pass_end = fair.last_seq
             return True
         sequence = message.metadata.sequence.stream if message.metadata.sequence else 0
-        if sequence > fair.pass_end or not await self._others_waiting(per_import):
+        if sequence > fair.pass_end or not await self._others_waiting(
+            per_import, besides=job.import_id
+        ):
             # Every message there was when the search began has been seen: the ones counted
             # are in flight elsewhere (or done meanwhile).
             fair.round, fair.pass_end = (dict(fair.counts), time.monotonic()), None
