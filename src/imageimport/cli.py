@@ -506,6 +506,10 @@ def dev_stack(
     raise typer.Exit(code)
 
 
+# After SIGTERM, how long `serve` and `api` wait for open HTTP connections before closing them.
+HTTP_SHUTDOWN_SECONDS = 5
+
+
 def _run_api(settings: Settings, host: str, port: int, local_workers: bool) -> None:
     import uvicorn
 
@@ -528,6 +532,3 @@ def _run_api(settings: Settings, host: str, port: int, local_workers: bool) -> N
         port=port,
         timeout_graceful_shutdown=HTTP_SHUTDOWN_SECONDS,
     )
-
-
-HTTP_SHUTDOWN_SECONDS = 5
