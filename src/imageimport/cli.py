@@ -554,6 +554,10 @@ def dev_stack(
     raise typer.Exit(code)
 
 
+# After SIGTERM, how long `serve` and `api` wait for open HTTP connections before closing them.
+HTTP_SHUTDOWN_SECONDS = 5
+
+
 def _run_api(settings: Settings, host: str, port: int, local_workers: bool) -> None:
     import uvicorn
 
@@ -568,7 +572,15 @@ def _run_api(settings: Settings, host: str, port: int, local_workers: bool) -> N
     except ImageImportError as error:
         raise _fail(error) from None
     _warn_about_access(settings, host, port)
-    uvicorn.run(create_app(settings, local_workers=local_workers), host=host, port=port)
+    # After SIGTERM, open connections get a few seconds, then are closed: an event stream (the
+    # page follows an import live) would otherwise hold the shutdown up for as long as the
+    # import runs. The workers' own grace (SHUTDOWN_GRACE_SECONDS) comes after.
+    uvicorn.run(
+        create_app(settings, local_workers=local_workers),
+        host=host,
+        port=port,
+        timeout_graceful_shutdown=HTTP_SHUTDOWN_SECONDS,
+    )
 
 
 def _is_loopback(host: str) -> bool:

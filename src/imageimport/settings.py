@@ -109,6 +109,17 @@ class Settings(BaseSettings):
     # older version or on a filesystem without locks) once it is this old.
     temp_max_age_seconds: float = Field(default=86400.0, ge=10)
 
+    # Time: how long one file may hold a slot, how the slots are shared between imports, and
+    # how long a process takes to stop. A file's body must arrive within the deadline and
+    # never slow below the minimum speed for the whole low-speed window (0 turns that off).
+    download_deadline_seconds: float = Field(default=3600.0, gt=0)
+    download_min_bytes_per_second: int = Field(default=10 * 1024, ge=0)
+    download_low_speed_seconds: float = Field(default=60.0, gt=0)
+    # The largest fraction of a process's CONCURRENCY slots one import's files may hold.
+    import_concurrency_share: float = Field(default=0.75, gt=0, le=1)
+    # After SIGTERM: time for the files in hand to finish before downloads are interrupted.
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+
     @field_validator(
         "gdrive_api_url",
         "gdrive_web_url",

@@ -14,6 +14,7 @@ import pytest
 from imageimport.pipeline.memory import memory_bound
 from imageimport.queue.nats import DURABLE, STREAM
 from imageimport.settings import Settings
+from imageimport.worker.pool import PULL_SECONDS, STOP_BOUND_SECONDS
 from tests.k8s.conftest import NAMESPACE, VARIANTS, Rendered
 from tests.k8s.manifests import object_id, validate_object
 
@@ -158,6 +159,17 @@ def test_probes_point_at_the_health_endpoints(name: str, rendered: dict[str, Ren
     worker = container(variant.get("Deployment", variant.name_of("worker")), "worker")
     assert worker["args"][0] == "worker"
     assert "readinessProbe" in worker and "livenessProbe" in worker
+
+
+@pytest.mark.parametrize("name", INSTALLED)
+def test_the_worker_stops_within_its_pods_grace(name: str, rendered: dict[str, Rendered]) -> None:
+    """After SIGTERM the worker takes SHUTDOWN_GRACE_SECONDS + its stop bound and last pull,
+    then closes NATS (up to ~20 s if it hangs): all before Kubernetes kills the pod."""
+    variant = rendered[name]
+    deployment = variant.get("Deployment", variant.name_of("worker"))
+    pod_grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    grace = float(env_value(container(deployment, "worker"), "SHUTDOWN_GRACE_SECONDS") or -1)
+    assert grace >= 0 and grace + STOP_BOUND_SECONDS + PULL_SECONDS + 1 + 20 <= pod_grace
 
 
 # -- wiring --------------------------------------------------------------------------------------

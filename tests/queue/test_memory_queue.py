@@ -55,3 +55,42 @@ def test_pull_wakes_up_when_a_job_arrives() -> None:
 def test_job_round_trips_through_bytes() -> None:
     assert Job.decode(job(5).encode()) == job(5)
     assert job(5).dedup_id == "imp:remote-5"
+
+
+def test_pull_takes_imports_in_turn_and_skips_one_at_its_share() -> None:
+    queue = MemoryQueue()
+    queue.publish([Job("a", n, f"a-{n}") for n in range(10)])
+    queue.publish([Job("b", n, f"b-{n}") for n in range(3)])
+    first = queue.pull(4, timeout=0.1, per_import=3)
+    assert [d.job.import_id for d in first] == ["a", "b", "a", "b"]
+    second = queue.pull(4, timeout=0.1, per_import=3)
+    assert [d.job.import_id for d in second] == ["a", "b"]  # both at their share now
+    assert queue.pull(4, timeout=0.1, per_import=3) == []
+    first[0].ack()  # one of a's settles: a has room for one more
+    (third,) = queue.pull(4, timeout=0.1, per_import=3)
+    assert third.job.import_id == "a"
+
+
+def test_release_puts_the_job_back_first_with_the_same_attempt() -> None:
+    queue = MemoryQueue()
+    queue.publish([job(1), job(2)])
+    first = queue.pull(1, timeout=0.1)[0]
+    first.retry_later(0)
+    retried = next(d for d in queue.pull(2, timeout=0.5) if d.job == job(1))
+    assert retried.attempt == 2
+    retried.release()
+    (again,) = queue.pull(1, timeout=0.1)
+    assert (again.job, again.attempt) == (job(1), 2)
+
+
+def test_settled_jobs_are_forgotten() -> None:
+    """The de-duplication only covers jobs not yet settled, so it never outgrows the queue;
+    a job published again after it was done is delivered again (processing it is a no-op)."""
+    queue = MemoryQueue()
+    for round_ in range(3):
+        queue.publish([job(n) for n in range(100)])
+        pulled = queue.pull(200, timeout=0.1)
+        assert len(pulled) == 100, round_
+        for delivery in pulled:
+            delivery.ack()
+        assert queue.outstanding() == 0

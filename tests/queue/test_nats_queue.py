@@ -105,3 +105,92 @@ def test_server_stops_delivering_one_past_the_worker_limit(queue: NatsQueue) -> 
 def test_pending_count_counts_published_messages(queue: NatsQueue) -> None:
     queue.publish([job(1)])
     assert queue.pending_count() == 1
+
+
+def _last_sequence(url: str) -> int:
+    import asyncio
+
+    import nats
+
+    async def ask() -> int:
+        nc = await nats.connect(url)
+        try:
+            return int((await nc.jetstream().stream_info(STREAM)).state.last_seq)
+        finally:
+            await nc.close()
+
+    return asyncio.run(ask())
+
+
+def test_release_hands_the_job_back_without_spending_an_attempt(queue: NatsQueue) -> None:
+    queue.publish([job(1)])
+    (first,) = queue.pull(1, timeout=1)
+    first.retry_later(0)
+    (second,) = queue.pull(1, timeout=2)
+    assert second.attempt == 2
+    second.release()  # the process stopped while downloading it
+    (third,) = queue.pull(1, timeout=2)
+    assert (third.job.item_id, third.attempt) == (1, 2)
+    third.ack()
+    assert queue.pull(1, timeout=0.3) == []
+
+
+def test_an_import_at_its_share_is_skipped_while_another_waits(queue: NatsQueue) -> None:
+    """20 jobs of import a ahead of 3 of import b in the stream: with a's share in flight,
+    b's jobs are handed out next; a's skipped jobs lose no attempt."""
+    queue.publish([job(n, "a") for n in range(20)] + [job(100 + n, "b") for n in range(3)])
+    held = queue.pull(2, timeout=1, per_import=2)
+    assert [d.job.import_id for d in held] == ["a", "a"]
+    others = queue.pull(3, timeout=3, per_import=2)
+    assert [d.job.import_id for d in others] == ["b", "b"]  # b's share is 2 as well
+    for delivery in held + others:
+        delivery.ack()
+    rest = []
+    deadline = time.monotonic() + 20
+    while len(rest) < 19 and time.monotonic() < deadline:
+        pulled = queue.pull(2, timeout=1, per_import=2)
+        rest += pulled
+        for delivery in pulled:
+            delivery.ack()
+    assert sorted(d.job.item_id for d in rest) == [*range(2, 20), 102]
+    assert {d.attempt for d in rest} == {1}
+
+
+def test_an_import_alone_at_its_share_is_parked_not_sent_round(nats_server) -> None:  # type: ignore[no-untyped-def]
+    _purge(nats_server.url)
+    queue = NatsQueue(nats_server.url, max_deliver=3, ack_wait_seconds=3)
+    try:
+        queue.publish([job(n) for n in range(10)])
+        held = queue.pull(2, timeout=1, per_import=2)
+        assert len(held) == 2
+        assert queue.pull(2, timeout=1, per_import=2) == []
+        for _ in range(4):  # past ack_wait: the parked message is kept, not delivered again
+            time.sleep(1)
+            for delivery in held:
+                delivery.in_progress()  # what a worker's download heartbeat does
+        assert queue.pull(2, timeout=1, per_import=2) == []
+        assert _last_sequence(nats_server.url) == 10  # nothing handed back
+        held[0].ack()
+        (parked,) = queue.pull(1, timeout=2, per_import=2)
+        assert parked.attempt == 1
+        for delivery in (held[1], parked):
+            delivery.ack()
+    finally:
+        queue.close()
+
+
+def test_close_hands_parked_jobs_back_untried(nats_server, queue: NatsQueue) -> None:  # type: ignore[no-untyped-def]
+    queue.publish([job(n) for n in range(4)])
+    held = queue.pull(1, timeout=1, per_import=1)
+    assert queue.pull(3, timeout=1, per_import=1) == []  # the next one is parked
+    queue.close()
+    other = NatsQueue(nats_server.url, max_deliver=3, ack_wait_seconds=2)
+    try:
+        pulled = []
+        deadline = time.monotonic() + 10
+        while len(pulled) < 3 and time.monotonic() < deadline:
+            pulled += other.pull(4, timeout=1)
+        assert {d.attempt for d in pulled} == {1}
+        assert held[0].job.item_id not in {d.job.item_id for d in pulled}
+    finally:
+        other.close()

@@ -87,7 +87,9 @@ def resume_imports(
 
 @contextmanager
 def _workers(runtime: Runtime, queue: JobQueue, concurrency: int, enabled: bool) -> Iterator[None]:
-    pool = WorkerPool(runtime, queue, concurrency) if enabled else None
+    # Every slot for these imports: sharing slots between imports matters in the long-running
+    # processes (serve, worker), where other people's imports wait.
+    pool = WorkerPool(runtime, queue, concurrency, import_share=1.0) if enabled else None
     if pool is not None:
         pool.start()
     try:

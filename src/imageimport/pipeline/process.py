@@ -4,6 +4,7 @@ record. Safe to run any number of times for the same item (at-least-once queues)
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 from sqlalchemy import select
@@ -14,7 +15,7 @@ from imageimport.db.models import Image, Import, ImportItem
 from imageimport.errors import ForbiddenHost, ItemError
 from imageimport.keys import image_key, thumbnail_key
 from imageimport.pipeline.decode_budget import shared_budget
-from imageimport.pipeline.download import download
+from imageimport.pipeline.download import Limits, download
 from imageimport.pipeline.imaging import THUMBNAIL_CONTENT_TYPE, ImageInfo, inspect
 from imageimport.queue.base import Job
 from imageimport.runtime import Runtime
@@ -26,9 +27,15 @@ log = logging.getLogger(__name__)
 # forever, and the reason must say so rather than show an errno.
 
 
-def process_item(runtime: Runtime, job: Job, heartbeat: Callable[[], None] | None = None) -> str:
+def process_item(
+    runtime: Runtime,
+    job: Job,
+    heartbeat: Callable[[], None] | None = None,
+    abort: threading.Event | None = None,
+) -> str:
     """The item's final state. Raises TransientError (or anything unexpected) when the
-    item should be tried again later; permanent problems settle the item instead."""
+    item should be tried again later, and Interrupted once `abort` is set while the file is
+    downloading; permanent problems settle the item instead."""
     with runtime.session() as session:
         item = session.get(ImportItem, job.item_id)
         record = session.get(Import, job.import_id)
@@ -54,7 +61,7 @@ def process_item(runtime: Runtime, job: Job, heartbeat: Callable[[], None] | Non
         provider = record.provider
     settings = runtime.settings
     try:
-        fetched = download(source, remote, settings.max_file_size_bytes, heartbeat)
+        fetched = download(source, remote, Limits.of(settings), heartbeat, abort)
     except ItemError as error:
         return _settle(runtime, item, error.state, str(error))
     except ForbiddenHost as error:

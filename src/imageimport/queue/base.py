@@ -18,6 +18,9 @@ class Job:
     item_id: int
     remote_id: str
     round: int = 0  # bumped by each retry of the import, so retried files are new jobs
+    # Attempts already spent on this file by earlier messages: a queue that hands a job back
+    # as a new message (NATS) carries the count over, so giving a job back costs nothing.
+    attempts: int = 0
 
     @property
     def dedup_id(self) -> str:
@@ -36,11 +39,12 @@ class Job:
             int(raw["item_id"]),
             str(raw["remote_id"]),
             int(raw.get("round", 0)),
+            int(raw.get("attempts", 0)),
         )
 
 
 class Delivery(ABC):
-    """One delivery of a job; exactly one of ack / retry_later / give_up settles it."""
+    """One delivery of a job; exactly one of ack / retry_later / give_up / release settles it."""
 
     job: Job
     attempt: int  # 1 for the first delivery
@@ -53,6 +57,11 @@ class Delivery(ABC):
 
     @abstractmethod
     def give_up(self) -> None: ...
+
+    @abstractmethod
+    def release(self) -> None:
+        """Hand the job back untried (this process is stopping): it is delivered again, and
+        this delivery does not count as an attempt."""
 
     def in_progress(self) -> None:  # noqa: B027 - only queues with ack deadlines need it
         """Tell the queue the job is still being worked on (long downloads)."""
@@ -67,8 +76,10 @@ class JobQueue(ABC):
         """Enqueue jobs; a job whose dedup id was already published is dropped."""
 
     @abstractmethod
-    def pull(self, max_jobs: int, timeout: float) -> list[Delivery]:
-        """Up to `max_jobs` deliveries, waiting at most `timeout` seconds for the first."""
+    def pull(self, max_jobs: int, timeout: float, per_import: int | None = None) -> list[Delivery]:
+        """Up to `max_jobs` deliveries, waiting at most `timeout` seconds for the first.
+        With `per_import`, never more than that many deliveries of one import unsettled at
+        once from this queue object: the other imports' jobs are served first."""
 
     def close(self) -> None:  # noqa: B027 - optional
         pass

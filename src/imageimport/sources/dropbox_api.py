@@ -38,6 +38,7 @@ from imageimport.sources.listing import (
     refused_folder,
     too_long,
 )
+from imageimport.sources.transfer import watching
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -201,7 +202,8 @@ class DropboxApiSource(Source):
             on_api_error=lambda e: _download_failed(e, file),
         )
         try:
-            yield _chunks(response, file)
+            with watching(response):
+                yield _chunks(response, file)
         finally:
             response.close()
 

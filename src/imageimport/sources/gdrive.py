@@ -21,6 +21,7 @@ from imageimport.errors import ImageImportError, InvalidSourceURL
 from imageimport.settings import Settings, secret
 from imageimport.sources.base import MAX_LINK_ID_CHARS, FolderRef, Source, register
 from imageimport.sources.http import iter_body, source_errors, with_retries
+from imageimport.sources.transfer import watching
 
 PROVIDER = "gdrive"
 FOLDER_MIME: Final = "application/vnd.google-apps.folder"
@@ -162,7 +163,7 @@ def retried_download(
         stack, response = with_retries(settings, attempt)
     except GiveUpNow as give_up:
         raise give_up.error from None
-    with stack:
+    with stack, watching(response):
         yield iter(iter_body(response, what))
 
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from imageimport import metrics
 from imageimport.db import repo
 from imageimport.errors import ImageImportError, TransientError
+from imageimport.pipeline.download import Interrupted
 from imageimport.pipeline.process import fail_item, process_item, settle_import
 from imageimport.queue.base import Delivery, JobQueue
 from imageimport.runtime import Runtime
@@ -29,18 +31,19 @@ def retry_delay(attempt: int, hinted: float | None = None) -> float:
     return min(MAX_RETRY_DELAY, 2.0 ** (attempt - 1)) * random.uniform(0.8, 1.2)
 
 
-def handle(runtime: Runtime, delivery: Delivery) -> str:
+def handle(runtime: Runtime, delivery: Delivery, abort: threading.Event | None = None) -> str:
     """Process one delivery and settle it: ack once the outcome is committed, retry later
-    on transient trouble, and record a final failure after the last allowed attempt."""
+    on transient trouble, record a final failure after the last allowed attempt, and hand
+    the job back untried when `abort` interrupts it (the process is stopping)."""
     try:
-        return _handle(runtime, delivery)
+        return _handle(runtime, delivery, abort)
     except ImageImportError as error:
         # Settling failed (queue unreachable): the message comes back by itself later.
         log.warning("item %s: %s", delivery.job.item_id, error)
         return "unsettled"
 
 
-def _handle(runtime: Runtime, delivery: Delivery) -> str:
+def _handle(runtime: Runtime, delivery: Delivery, abort: threading.Event | None) -> str:
     job = delivery.job
     limit = runtime.settings.max_deliver
     if delivery.attempt > limit:
@@ -49,7 +52,10 @@ def _handle(runtime: Runtime, delivery: Delivery) -> str:
     started = time.monotonic()
     try:
         with metrics.IN_FLIGHT.track_inprogress():
-            state = process_item(runtime, job, heartbeat=delivery.in_progress)
+            state = process_item(runtime, job, heartbeat=delivery.in_progress, abort=abort)
+    except Interrupted:
+        delivery.release()
+        return "interrupted"
     except Exception as error:
         if isinstance(error, TransientError):
             reason = str(error)
@@ -104,49 +110,101 @@ def _note_attempt(runtime: Runtime, item_id: int, reason: str) -> None:
         log.warning("cannot record an attempt of item %s (database unavailable)", item_id)
 
 
-class WorkerPool:
-    """One thread pulls as many jobs as there are idle slots; `concurrency` threads
-    process them. `stop()` stops pulling and lets the jobs in hand finish."""
+# After the grace, how long the interrupted files get to hand their jobs back (and files past
+# their download get to finish) before the pool stops waiting for them.
+STOP_BOUND_SECONDS = 5.0
+PULL_SECONDS = 0.5
 
-    def __init__(self, runtime: Runtime, queue: JobQueue, concurrency: int) -> None:
+
+class WorkerPool:
+    """One thread pulls as many jobs as there are idle slots, and each job runs on a thread
+    of its own. One import holds at most `per_import` slots, so another import always finds
+    one free. `stop()` stops pulling, lets the jobs in hand finish for a grace period, then
+    interrupts the downloads still running: their jobs go back to the queue untried."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        queue: JobQueue,
+        concurrency: int,
+        import_share: float | None = None,
+    ) -> None:
         self.runtime = runtime
         self.queue = queue
         self.concurrency = concurrency
-        self._slots = threading.Semaphore(concurrency)
+        share = runtime.settings.import_concurrency_share if import_share is None else import_share
+        self.per_import = max(1, math.floor(concurrency * share))
+        self._busy = 0
+        self._changed = threading.Condition()
         self._stop = threading.Event()
-        self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="worker")
+        self._abort = threading.Event()
         self._puller = threading.Thread(target=self._pull_loop, name="puller", daemon=True)
 
     def start(self) -> None:
         self._puller.start()
 
-    def stop(self, timeout: float | None = None) -> None:
+    def stop(self, grace: float | None = None) -> None:
+        """Return within `grace` (SHUTDOWN_GRACE_SECONDS by default) + STOP_BOUND_SECONDS +
+        PULL_SECONDS + 1 s. A job still running after that is left behind on its (daemon)
+        thread; its delivery is not settled, so the queue hands it out again."""
+        grace = self.runtime.settings.shutdown_grace_seconds if grace is None else grace
         self._stop.set()
-        self._puller.join(timeout)
-        self._executor.shutdown(wait=True)
+        if self._puller.is_alive():
+            # A pull ends within its 0.5 s unless the queue hangs; what it brings in after
+            # the downloads were interrupted goes straight back (see _pull_loop).
+            self._puller.join(PULL_SECONDS + 1)
+        if self._wait_idle(grace):
+            return
+        log.warning("stopping: interrupting %d file(s) still in progress", self._busy)
+        self._abort.set()
+        if not self._wait_idle(STOP_BOUND_SECONDS):
+            log.warning(
+                "stopping: %d file(s) did not finish in time; they will be processed again",
+                self._busy,
+            )
+
+    def _wait_idle(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        with self._changed:
+            while self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+        return True
 
     def _pull_loop(self) -> None:
         while not self._stop.is_set():
-            self._slots.acquire()
+            with self._changed:
+                while self._busy >= self.concurrency and not self._stop.is_set():
+                    self._changed.wait(0.5)
+                idle = self.concurrency - self._busy
             if self._stop.is_set():
-                self._slots.release()
                 break
-            idle = 1
-            while idle < self.concurrency and self._slots.acquire(blocking=False):
-                idle += 1
             try:
-                deliveries = self.queue.pull(idle, timeout=0.5)
+                deliveries = self.queue.pull(idle, PULL_SECONDS, per_import=self.per_import)
             except Exception as error:
                 log.warning("pulling jobs failed (%s); trying again", error)
                 deliveries = []
                 self._stop.wait(1.0)
-            for _ in range(idle - len(deliveries)):
-                self._slots.release()
             for delivery in deliveries:
-                self._executor.submit(self._run, delivery)
+                if self._abort.is_set():
+                    with contextlib.suppress(ImageImportError):
+                        delivery.release()
+                else:
+                    self._launch(delivery)
+
+    def _launch(self, delivery: Delivery) -> None:
+        with self._changed:
+            self._busy += 1
+        # A daemon thread: a job stuck past the stop bound must not keep the process alive.
+        thread = threading.Thread(target=self._run, args=(delivery,), name="worker", daemon=True)
+        thread.start()
 
     def _run(self, delivery: Delivery) -> None:
         try:
-            handle(self.runtime, delivery)
+            handle(self.runtime, delivery, self._abort)
         finally:
-            self._slots.release()
+            with self._changed:
+                self._busy -= 1
+                self._changed.notify_all()

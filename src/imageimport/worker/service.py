@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 
 def run_worker(settings: Settings, concurrency: int, health_host: str = "0.0.0.0") -> int:
-    """Run until SIGTERM or SIGINT; then stop pulling, finish the files in hand, exit 0."""
+    """Run until SIGTERM or SIGINT; then stop pulling, give the files in hand
+    SHUTDOWN_GRACE_SECONDS to finish, hand the rest back to the queue untried, exit 0."""
     if not settings.nats_url:
         raise ConfigError(
             "The worker needs NATS_URL: it takes its jobs from NATS JetStream. (Without NATS, "
@@ -41,7 +42,10 @@ def run_worker(settings: Settings, concurrency: int, health_host: str = "0.0.0.0
         while not stop.is_set():
             stop.wait(SWEEP_SECONDS)
             _sweep(runtime)
-        log.info("stopping: finishing the files in hand")
+        log.info(
+            "stopping: finishing the files in hand (for up to %g s)",
+            settings.shutdown_grace_seconds,
+        )
         pool.stop()
         queue.close()
         runtime.close()
