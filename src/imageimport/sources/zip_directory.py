@@ -37,7 +37,7 @@ _LOCATION = struct.Struct("<QQQIIHH")
 class Directory:
     """Where the central directory is, as the end record (zip64 included) says."""
 
-    start: int  # its first byte in the file
+    start: int  # its first byte in the file (negative when the end record is wrong)
     size: int
     announced: int  # the entries the end record counts
     shift: int  # bytes found before the archive, added to every offset (as zipfile does)
@@ -54,8 +54,6 @@ def find_directory(file: BinaryIO) -> Directory | None:
     shift = end[zipfile._ECD_LOCATION] - size - offset  # type: ignore[attr-defined]
     if end[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:  # type: ignore[attr-defined]
         shift -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator
-    if offset + shift < 0:
-        raise zipfile.BadZipFile("Bad offset for central directory")
     announced = end[zipfile._ECD_ENTRIES_TOTAL]  # type: ignore[attr-defined]
     return Directory(offset + shift, size, announced, shift)
 
@@ -86,6 +84,8 @@ def records(file: BinaryIO, directory: Directory) -> Iterator[Record]:
     """Every record of the central directory, in order, read from `file` as they come.
     Raises zipfile.BadZipFile where zipfile would (a truncated or garbled directory) and
     UnicodeDecodeError for a name flagged UTF-8 that is not."""
+    if directory.start < 0:
+        raise zipfile.BadZipFile("Bad offset for central directory")
     file.seek(directory.start)
     reader = io.BufferedReader(_Window(file, directory.size), _READ_BUFFER)
     left = directory.size
