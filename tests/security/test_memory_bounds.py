@@ -1,6 +1,7 @@
 """A process importing a hostile folder stays under the memory bound its settings promise
 (imageimport.pipeline.memory: baseline + DECODE_MEMORY_BYTES + CONCURRENCY x per-file
-buffers), measured from the kernel's peak (VmHWM) of a real `imageimport import`."""
+buffers + ZIP_MAX_OPEN_ARCHIVES x an open ZIP's index), measured from the kernel's peak
+(VmHWM) of a real `imageimport import`."""
 
 from __future__ import annotations
 
