@@ -684,3 +684,26 @@ def test_a_file_waiting_for_a_place_goes_back_when_the_process_stops(
                 waiting.result(timeout=30)
     assert len(beats) >= 1
     assert fake.state.zip_downloads == 2  # the second's archive was never downloaded again
+
+
+def test_closing_a_source_does_not_wait_for_its_archive(
+    serve: Callable[..., Fake], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An import cancelled while one of its files waits for a place: closing its source
+    returns at once, and the archive that wait brings is let go as soon as it has been used."""
+    monkeypatch.setattr(open_archives, "IDLE_SECONDS", 0.5)
+    first_folder, second_folder = _folders()
+    fake = serve([first_folder, second_folder])
+    with fake.source(tmp_path, first_folder, zip_max_open_archives=1) as first:
+        second = fake.source(tmp_path, second_folder, zip_max_open_archives=1)
+        (a,) = first.list()
+        with ThreadPoolExecutor(1) as pool:
+            with first.open(a):
+                waiting = pool.submit(lambda: list(second.list()))
+                time.sleep(1)
+                second.close()  # would wait as long as the first is read if it waited at all
+                assert not waiting.done()
+            assert [f.path for f in waiting.result(timeout=30)] == ["b.jpg"]
+        assert second._archive is None
+        assert open_archives.shared_places(1).held() == 0  # the first's went to the second
+    assert fake.state.zip_downloads == 2

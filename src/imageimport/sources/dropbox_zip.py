@@ -99,8 +99,10 @@ class DropboxZipSource(Source):
 
     def __init__(self, ref: FolderRef, settings: Settings) -> None:
         super().__init__(ref, settings)
-        self._load_lock = threading.Lock()
+        self._load_lock = threading.Lock()  # one download and indexing at a time
+        self._lock = threading.Lock()  # for the two below; never held while waiting
         self._archive: _Archive | None = None
+        self._closed = False
 
     def list(self) -> Iterator[RemoteFile]:
         with self._using() as archive:
@@ -143,8 +145,11 @@ class DropboxZipSource(Source):
                 yield _read_entry(handle, entry, file, self.settings)
 
     def close(self) -> None:
-        with self._load_lock:
+        """Let the archive go, at once: not waiting for a download or a place in progress
+        (an import cancelled meanwhile); what such a load brings is let go after its use."""
+        with self._lock:
             archive, self._archive = self._archive, None
+            self._closed = True
         if archive is not None and archive.lease is not None:
             archive.lease.close()
 
@@ -153,16 +158,20 @@ class DropboxZipSource(Source):
         """The archive, downloaded and indexed first if need be, kept open while the block
         runs."""
         with self._load_lock:
-            archive = self._archive
+            with self._lock:
+                archive = self._archive
             if archive is None or archive.lease is None or not archive.lease.enter():
-                self._archive = None
-                archive = self._archive = self._load()
+                archive = self._load()
+                with self._lock:
+                    self._archive = archive
             lease = archive.lease
             assert lease is not None
         try:
             yield archive
         finally:
             lease.leave()
+            if self._closed:
+                self.close()
 
     def _load(self) -> _Archive:
         """A place among the process's open archives (waiting for one if need be), then the
