@@ -77,12 +77,21 @@ class OpenArchives:
         one. While waiting, `stop` is called every half second and may raise to give up.
         `discard` is what closing this archive takes."""
         lease = Lease(self, discard)
+        waited = False
         while True:
             with self._changed:
                 victim = None
                 if len(self._held) >= self.limit:
                     victim = self._idlest()
                     if victim is None:
+                        if not waited:
+                            log.info(
+                                "waiting for one of the %d open archives to be unread for %g s "
+                                "(ZIP_MAX_OPEN_ARCHIVES)",
+                                self.limit,
+                                IDLE_SECONDS,
+                            )
+                            waited = True
                         self._changed.wait(_LOOK_SECONDS)
                     else:
                         victim.held = False
