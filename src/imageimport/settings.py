@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     zip_max_total_bytes: int = Field(default=20 * 1024**3, gt=0)
     zip_max_entries: int = Field(default=200_000, gt=0)
     zip_max_ratio: int = Field(default=200, gt=0)
+    # What an open Dropbox ZIP costs a process. Its central directory is read from disk a
+    # record at a time, never held, and refused past this size: enough for ZIP_MAX_ENTRIES
+    # files with 600-byte paths (real ones are under 260 characters). Each file costs the
+    # open archive's index a bounded few hundred bytes, and a process keeps at most this many
+    # archives open (pipeline/memory.py counts both; sources/open_archives.py).
+    zip_max_index_bytes: int = Field(default=128 * 1024**2, gt=0)
+    zip_max_open_archives: int = Field(default=2, ge=1)
 
     # Listing limits: what listing one import may cost, whatever the folder (or a source that
     # answers the same page token forever) does. A 100,000-image folder stays far below them.

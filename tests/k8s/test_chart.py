@@ -322,8 +322,9 @@ def test_a_workers_memory_bound_is_within_its_memory_limit(
     name: str, rendered: dict[str, Rendered], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SECURITY.md's bound for one worker (a baseline + DECODE_MEMORY_BYTES + concurrency x
-    per-file buffers), computed from what the chart gives it, is under its memory limit: what
-    no folder's files contain can get a worker killed for memory."""
+    per-file buffers + ZIP_MAX_OPEN_ARCHIVES x an open Dropbox ZIP's index), computed from what
+    the chart gives it, is under its memory limit: what no folder's files contain can get a
+    worker killed for memory."""
     variant = rendered[name]
     worker = container(variant.get("Deployment", variant.name_of("worker")), "worker")
     args = worker["args"]

@@ -10,9 +10,21 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from imageimport.db.models import Import, ImportItem
+from imageimport.imports import Importer
+from imageimport.queue.memory import MemoryQueue
+from imageimport.runtime import Runtime
+from imageimport.tempfiles import DROPBOX_ZIPS, owner_id
+from imageimport.worker.pool import WorkerPool
+from tests.fakes.dropbox import make_dropbox_app, shared_link
 from tests.fakes.folder import FakeFile, FakeFolder
+from tests.fakes.server import RunningServer
 from tests.security.conftest import (
+    DROPBOX_KEY,
+    DROPBOX_REFRESH,
+    DROPBOX_SECRET,
     SettingsFactory,
     assert_contained,
     images,
@@ -162,3 +174,57 @@ def test_thousands_of_tiny_entries_all_settle(make_settings: SettingsFactory) ->
             c = result.counters
             assert (c.discovered, c.skipped, c.imported) == (1510, 1500, 10)
             assert_contained(runtime, settings.data_dir)
+
+
+def _archives_on_disk() -> int:
+    """The Dropbox ZIPs this process has downloaded and not yet let go of."""
+    mine = f"{DROPBOX_ZIPS.prefix}{owner_id()}-*{DROPBOX_ZIPS.suffix}"
+    return len(list(DROPBOX_ZIPS.where().glob(mine)))
+
+
+@pytest.mark.timeout(300)
+def test_a_process_keeps_at_most_its_places_of_archives_open(
+    make_settings: SettingsFactory,
+) -> None:
+    """Three ZIP imports at once in one process, as `serve` runs them. An open archive holds
+    its index in memory and its file (up to ZIP_MAX_TOTAL_BYTES) on disk, and every import's
+    stayed open until the import finished, however many there were (main: all three at
+    once). Now at most ZIP_MAX_OPEN_ARCHIVES (here 1) are: the other imports wait for a place,
+    then finish, and no file takes more than one attempt."""
+    folders = [
+        FakeFolder(f"Album {n}", [FakeFile(f"{k}.jpg", image(20 * n + k)) for k in range(12)])
+        for n in range(3)
+    ]
+    app = make_dropbox_app(folders, DROPBOX_KEY, DROPBOX_SECRET, DROPBOX_REFRESH)
+    assert _archives_on_disk() == 0
+    with RunningServer(app) as server:
+        urls = dict.fromkeys(("dropbox_api_url", "dropbox_content_url", "dropbox_web_url"))
+        settings = make_settings(
+            **{name: server.url for name in urls}, zip_max_open_archives=1, concurrency=4
+        )
+        runtime = Runtime(settings)
+        queue = MemoryQueue()
+        importer = Importer(runtime, queue)
+        pool = WorkerPool(runtime, queue, settings.concurrency)
+        pool.start()
+        most = 0
+        try:
+            ids = [importer.start(shared_link("www.dropbox.com", folder)) for folder in folders]
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
+                most = max(most, _archives_on_disk())
+                with runtime.session() as session:
+                    states = [session.get(Import, i).state for i in ids]  # type: ignore[union-attr]
+                if all(state == "succeeded" for state in states):
+                    break
+                time.sleep(0.01)
+            with runtime.session() as session:
+                items = list(session.scalars(select(ImportItem)))
+        finally:
+            pool.stop()
+            runtime.close()
+    assert states == ["succeeded"] * 3
+    assert most == 1
+    assert len(items) == 36 and {item.state for item in items} == {"done"}
+    assert {item.attempts for item in items} == {0}
+    assert _archives_on_disk() == 0

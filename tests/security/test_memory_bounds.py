@@ -1,6 +1,7 @@
 """A process importing a hostile folder stays under the memory bound its settings promise
 (imageimport.pipeline.memory: baseline + DECODE_MEMORY_BYTES + CONCURRENCY x per-file
-buffers), measured from the kernel's peak (VmHWM) of a real `imageimport import`."""
+buffers + ZIP_MAX_OPEN_ARCHIVES x an open ZIP's index), measured from the kernel's peak
+(VmHWM) of a real `imageimport import`."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import os
 import struct
 import zipfile
 import zlib
+from array import array
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from imageimport.db.models import ImportItem
+from imageimport.db.models import Import, ImportItem
 from imageimport.pipeline.memory import memory_bound
 from imageimport.runtime import Runtime
 from imageimport.settings import Settings
@@ -40,6 +43,15 @@ def _items(tmp: Path) -> dict[str, ImportItem]:
     try:
         with runtime.session() as session:
             return {item.name: item for item in session.scalars(select(ImportItem))}
+    finally:
+        runtime.close()
+
+
+def _imports(tmp: Path) -> list[Import]:
+    runtime = Runtime(Settings(_env_file=None, data_dir=tmp / "data"))  # type: ignore[call-arg]
+    try:
+        with runtime.session() as session:
+            return list(session.scalars(select(Import)))
     finally:
         runtime.close()
 
@@ -177,3 +189,110 @@ def test_headers_that_cost_far_more_to_parse_than_their_size_are_refused_unparse
     for name in ("strips.tif", "comment.gif", "segments.jpg"):
         assert items[name].state == "failed", (name, items[name].reason)
         assert "Image headers too large to read safely" in (items[name].reason or "")
+
+
+_LOCAL = struct.Struct("<4s2B4HL2L2H")  # zipfile.structFileHeader
+_CENTRAL = struct.Struct("<4s4B4HL2L5H2L")  # zipfile.structCentralDir
+_END = struct.Struct("<4s4H2LH")  # zipfile.structEndArchive
+_UTF8 = 0x800
+_JAN_1_1980 = 0x21
+MAX_NAME_BYTES = 0xFFFF  # a name's length is a 16-bit field
+
+
+def _write_stored_zip(target: Path, entries: Callable[[], Iterator[tuple[bytes, bytes]]]) -> int:
+    """A ZIP of the stored entries `entries()` yields (name, data), laid out as any archiver
+    does, written a record at a time (so the test never holds the archive); returns the size
+    of its central directory. `entries()` is called twice and must yield the same both times."""
+    offsets, crcs = array("Q"), array("L")
+    with target.open("wb") as out:
+        for name, data in entries():
+            crc = zlib.crc32(data)
+            offsets.append(out.tell())
+            crcs.append(crc)
+            sizes = (crc, len(data), len(data), len(name), 0)
+            out.write(_LOCAL.pack(b"PK\x03\x04", 20, 0, _UTF8, 0, 0, _JAN_1_1980, *sizes))
+            out.write(name + data)
+        start = out.tell()
+        for number, (name, data) in enumerate(entries()):
+            sizes = (crcs[number], len(data), len(data), len(name), 0, 0)
+            header = (b"PK\x01\x02", 20, 3, 20, 0, _UTF8, 0, 0, _JAN_1_1980, *sizes)
+            out.write(_CENTRAL.pack(*header, 0, 0, 0, offsets[number]))
+            out.write(name)
+        size = out.tell() - start
+        count = len(offsets)
+        out.write(_END.pack(b"PK\x05\x06", 0, 0, count, count, size, start, 0))
+    return size
+
+
+def _long_names(count: int, photo: bytes) -> Callable[[], Iterator[tuple[bytes, bytes]]]:
+    """A photo, then `count` empty files whose names are as long as a ZIP allows (64 kB): what
+    costs the most memory per byte of central directory once it is parsed."""
+
+    def entries() -> Iterator[tuple[bytes, bytes]]:
+        yield b"Archive/photo.jpg", photo
+        for number in range(count):
+            stem = b"Archive/%06d-" % number
+            yield stem + b"n" * (MAX_NAME_BYTES - len(stem)), b""
+
+    return entries
+
+
+def _record_bytes(name_bytes: int) -> int:
+    return _CENTRAL.size + name_bytes
+
+
+# One file at a time and a small decode budget, so that the bound is mostly the baseline; and
+# an entry count (10,000) that these archives are within, for what the open archive's index
+# may hold.
+_ZIP_SETTINGS = {"concurrency": 1, "decode_memory_bytes": 64 * MiB, "zip_max_entries": 10_000}
+
+
+@pytest.mark.timeout(900)
+def test_a_zip_whose_central_directory_is_too_large_is_refused_unread(tmp_path: Path) -> None:
+    """An archive whose central directory (its table of contents) is 1.5 times
+    ZIP_MAX_INDEX_BYTES, in 64 kB names of empty files: zipfile would read all of it into
+    memory and keep each name, the source more copies of each (main peaked at 679 MiB). The
+    end record gives its size: the archive is refused before it is read."""
+    defaults = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
+    limit = defaults.zip_max_index_bytes
+    count = limit * 3 // 2 // _record_bytes(MAX_NAME_BYTES)
+    archive = tmp_path / "hostile.zip"
+    size = _write_stored_zip(archive, _long_names(count, image(0)))
+    settings = _ZIP_SETTINGS
+    assert size > limit and count + 1 <= settings["zip_max_entries"]
+    with serve_route("dropbox-zip", ARCHIVE, raw_zips={ARCHIVE.id: archive}) as route:
+        done = _import(route.url, route.env, tmp_path, **settings)
+    bound = _bound(tmp_path, **settings)
+    assert done.peak_rss_bytes < bound, (done.peak_rss_bytes // MiB, bound // MiB)
+    (record,) = _imports(tmp_path)
+    assert record.state == "failed", (record.state, done.stderr[-3000:])
+    assert "ZIP_MAX_INDEX_BYTES" in (record.error or ""), record.error
+    assert f"{size:,} bytes" in (record.error or ""), record.error
+    assert _items(tmp_path) == {}
+
+
+@pytest.mark.timeout(900)
+def test_a_zip_just_within_its_limits_imports_within_the_bound(tmp_path: Path) -> None:
+    """The largest central directory ZIP_MAX_INDEX_BYTES allows, all in names as long as a
+    ZIP allows: it is read a record at a time, and each file costs the open archive a few
+    dozen bytes whatever its name (main peaked at 485 MiB)."""
+    defaults = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
+    limit = defaults.zip_max_index_bytes
+    photo = image(0)
+    count = (limit - _record_bytes(len(b"Archive/photo.jpg"))) // _record_bytes(MAX_NAME_BYTES)
+    archive = tmp_path / "largest.zip"
+    size = _write_stored_zip(archive, _long_names(count, photo))
+    settings = _ZIP_SETTINGS
+    assert limit - _record_bytes(MAX_NAME_BYTES) < size <= limit
+    assert count + 1 <= settings["zip_max_entries"]
+    with serve_route("dropbox-zip", ARCHIVE, raw_zips={ARCHIVE.id: archive}) as route:
+        done = _import(route.url, route.env, tmp_path, **settings)
+    assert done.returncode == 0, done.stderr[-3000:]
+    bound = _bound(tmp_path, **settings)
+    assert done.peak_rss_bytes < bound, (done.peak_rss_bytes // MiB, bound // MiB)
+    (record,) = _imports(tmp_path)
+    assert record.state == "succeeded", (record.state, record.error)
+    items = _items(tmp_path)
+    assert len(items) == count + 1
+    assert items.pop("photo.jpg").state == "done"
+    assert {item.state for item in items.values()} == {"skipped"}

@@ -5,17 +5,23 @@ from __future__ import annotations
 import io
 import random
 import struct
+import threading
+import time
 import tracemalloc
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from imageimport.errors import ItemError, SourceUnavailable
+from imageimport.pipeline.download import HEARTBEAT_SECONDS, Interrupted, Limits, download
+from imageimport.pipeline.memory import zip_archive_bytes
 from imageimport.settings import Settings
-from imageimport.sources import dropbox_zip
+from imageimport.sources import dropbox_zip, open_archives
 from imageimport.sources.base import RemoteFile
 from imageimport.sources.dropbox import provider
 from imageimport.sources.dropbox_zip import DropboxZipSource
@@ -116,7 +122,8 @@ def test_downloads_once_and_reads_concurrently(serve: Callable[..., Fake], tmp_p
             contents = list(pool.map(lambda f: read(source, f), files))
         for file, content in zip(files, contents, strict=True):
             assert content == expected[file.path], file.path
-        archive = source._archive_path
+        assert source._archive is not None
+        archive = source._archive.path
         assert archive is not None and archive.exists()
     assert fake.state.zip_downloads == 1
     assert not archive.exists()  # close() deleted the temporary file
@@ -325,22 +332,22 @@ def test_too_many_entries_are_refused(serve: Callable[..., Fake], tmp_path: Path
 def test_too_many_entries_are_refused_before_reading_the_directory(
     serve: Callable[..., Fake], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The end record's count is enough: a huge central directory is never parsed."""
-    opened: list[object] = []
-    real_zipfile = zipfile.ZipFile
+    """The end record's count is enough: a huge central directory is never walked."""
+    walked: list[object] = []
+    real_records = dropbox_zip.records
 
-    def spy(*args: object, **kwargs: object) -> zipfile.ZipFile:
-        opened.append(args[0])
-        return real_zipfile(*args, **kwargs)  # type: ignore[arg-type]
+    def spy(*args: Any) -> Iterator[Any]:
+        walked.append(args)
+        return real_records(*args)
 
     fake, folder = serve_raw(serve, make_zip({f"{i}.txt": b"x" for i in range(11)}))
-    monkeypatch.setattr(dropbox_zip.zipfile, "ZipFile", spy)
+    monkeypatch.setattr(dropbox_zip, "records", spy)
     with (
         fake.source(tmp_path, folder, zip_max_entries=10) as source,
         pytest.raises(SourceUnavailable, match="holds 11 entries"),
     ):
         list(source.list())
-    assert opened == []
+    assert walked == []
 
 
 def test_an_end_record_understating_the_entries_does_not_help(
@@ -352,7 +359,7 @@ def test_an_end_record_understating_the_entries_does_not_help(
     fake, folder = serve_raw(serve, bytes(data))
     with (
         fake.source(tmp_path, folder, zip_max_entries=10) as source,
-        pytest.raises(SourceUnavailable, match="holds 11 entries"),
+        pytest.raises(SourceUnavailable, match="holds 11 entries or more"),
     ):
         list(source.list())
 
@@ -465,3 +472,238 @@ def test_a_damaged_archive_is_unavailable(serve: Callable[..., Fake], tmp_path: 
         pytest.raises(SourceUnavailable, match="damaged"),
     ):
         list(source.list())
+
+
+# --- what an open archive costs ------------------------------------------------------------
+
+
+def _zip64(data: bytes, directory_size: int | None = None) -> bytes:
+    """`data` (a ZIP without comment) with its end record moved to zip64 records, the way
+    archives of more than 65,535 entries or 4 GiB have it; the zip64 record may state another
+    size of the central directory."""
+    end = data.rfind(b"PK\x05\x06")
+    _, _, _, _, count, size, offset, _ = struct.unpack(zipfile.structEndArchive, data[end:])
+    record = struct.pack(
+        zipfile.structEndArchive64,
+        zipfile.stringEndArchive64,
+        44,
+        45,
+        45,
+        0,
+        0,
+        count,
+        count,
+        size if directory_size is None else directory_size,
+        offset,
+    )
+    locator = struct.pack(zipfile.structEndArchive64Locator, b"PK\x06\x07", 0, end, 1)
+    classic = struct.pack(
+        zipfile.structEndArchive, b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0
+    )
+    return data[:end] + record + locator + classic
+
+
+def _directory_size(data: bytes) -> int:
+    end = data.rfind(b"PK\x05\x06")
+    return int(struct.unpack(zipfile.structEndArchive, data[end:])[5])
+
+
+@pytest.fixture(autouse=True)
+def own_places(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Places among the open archives of each test's own, whatever another test left."""
+    monkeypatch.setattr(open_archives, "_shared", {})
+
+
+@pytest.mark.parametrize("as_zip64", [False, True])
+def test_a_central_directory_past_its_limit_is_refused_before_it_is_read(
+    serve: Callable[..., Fake], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, as_zip64: bool
+) -> None:
+    data = make_zip({f"Top/{i}.txt": b"x" for i in range(10)})
+    size = _directory_size(data)
+    if as_zip64:
+        data = _zip64(data)
+    walked: list[object] = []
+    real_records = dropbox_zip.records
+
+    def spy(*args: Any) -> Iterator[Any]:
+        walked.append(args)
+        return real_records(*args)
+
+    monkeypatch.setattr(dropbox_zip, "records", spy)
+    fake, folder = serve_raw(serve, data)
+    with fake.source(tmp_path, folder, zip_max_index_bytes=size) as source:
+        assert len(list(source.list())) == 10  # at the limit
+    assert walked
+    walked.clear()
+    with (
+        fake.source(tmp_path, folder, zip_max_index_bytes=size - 1) as source,
+        pytest.raises(SourceUnavailable) as raised,
+    ):
+        list(source.list())
+    assert str(raised.value) == (
+        "The folder's ZIP download has a central directory (its table of contents) of "
+        f"{size:,} bytes, more than the {size - 1:,}-byte limit (ZIP_MAX_INDEX_BYTES)."
+    )
+    assert walked == []
+
+
+def test_the_zip64_size_of_the_directory_is_the_one_checked(
+    serve: Callable[..., Fake], tmp_path: Path
+) -> None:
+    """The classic end record says 0xFFFFFFFF and defers to the zip64 one, which may claim a
+    terabyte: refused on that claim, not read up to the end of the file."""
+    data = _zip64(make_zip({"Top/a.txt": b"x"}), directory_size=2**40)
+    fake, folder = serve_raw(serve, data)
+    with (
+        fake.source(tmp_path, folder) as source,
+        pytest.raises(SourceUnavailable, match="of 1,099,511,627,776 bytes, more than"),
+    ):
+        list(source.list())
+
+
+def _write_zip(target: Path, names: Iterator[str]) -> int:
+    count = 0
+    with zipfile.ZipFile(target, "w") as archive, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Duplicate name"
+        for name in names:
+            archive.writestr(name, b"")
+            count += 1
+    return count
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        pytest.param(lambda: (f"Top/{n:06d}.jpg" for n in range(20_000)), id="short-names"),
+        pytest.param(
+            lambda: (f"Top/{n:06d}-{'n' * 2000}.jpg" for n in range(20_000)), id="long-names"
+        ),
+        pytest.param(lambda: ("Top/same.jpg" for _ in range(20_000)), id="one-name-repeated"),
+        pytest.param(lambda: (f"Top/{n // 2:06d}.jpg" for n in range(20_000)), id="names-twice"),
+    ],
+)
+def test_an_open_archive_costs_a_bounded_few_hundred_bytes_a_file(
+    tmp_path: Path, names: Callable[[], Iterator[str]]
+) -> None:
+    """What indexing an archive and listing it take (pipeline.memory counts it per open
+    archive, from ZIP_MAX_ENTRIES), whatever the names: zipfile's ZipInfos, kept with the
+    names, took 900 bytes a file plus 3 per byte of name. Paths that come again are numbered
+    (`#2`, `#3`...) from the last number given, never from 2 again (main's way: 20,000 of one
+    path tried 200 million ids)."""
+    path = tmp_path / "many.zip"
+    count = _write_zip(path, names())
+    settings = Settings(_env_file=None, data_dir=tmp_path, zip_max_entries=count)  # type: ignore[call-arg]
+    archive = dropbox_zip._Archive()
+    archive.path = path
+
+    def listing() -> Iterator[str | None]:
+        numbers: dict[int, int] = {}
+        for _, file_path, ordinal in dropbox_zip._files(archive):
+            yield dropbox_zip._recall_id(archive.index, file_path, ordinal, numbers)
+
+    tracemalloc.start()
+    try:
+        archive.directory, archive.strip = dropbox_zip._survey(path, settings)
+        dropbox_zip._index(archive)
+        kept, _ = tracemalloc.get_traced_memory()
+        listed = sum(1 for _ in listing())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(archive.index) == count == listed
+    assert kept < count * 256, kept / count
+    assert peak < zip_archive_bytes(settings), (peak, zip_archive_bytes(settings))
+    ids = set(listing())
+    assert None not in ids and len(ids) == count
+
+
+def _folders() -> tuple[FakeFolder, FakeFolder]:
+    return (
+        FakeFolder("A", [FakeFile("a.jpg", b"a" * 100)]),
+        FakeFolder("B", [FakeFile("b.jpg", b"b" * 100)]),
+    )
+
+
+def test_past_its_places_an_archive_waits_for_one_unread_long_enough(
+    serve: Callable[..., Fake], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one place, a second archive takes the first one's once that has been unread for
+    IDLE_SECONDS; the first comes back (downloaded again) when it is needed again."""
+    monkeypatch.setattr(open_archives, "IDLE_SECONDS", 0.5)
+    first_folder, second_folder = _folders()
+    fake = serve([first_folder, second_folder])
+    with (
+        fake.source(tmp_path, first_folder, zip_max_open_archives=1) as first,
+        fake.source(tmp_path, second_folder, zip_max_open_archives=1) as second,
+    ):
+        (a,) = first.list()
+        assert first._archive is not None
+        first_path = first._archive.path
+        assert first_path is not None and first_path.exists()
+        with ThreadPoolExecutor(1) as pool:
+            with first.open(a) as chunks:
+                # In use: the second waits, however long, while the first is read.
+                waiting = pool.submit(lambda: list(second.list()))
+                time.sleep(1.5)
+                assert not waiting.done()
+                assert b"".join(chunks) == b"a" * 100
+            (b,) = waiting.result(timeout=30)
+        assert not first_path.exists()  # its place went to the second
+        assert read(second, b) == b"b" * 100
+        assert read(first, a) == b"a" * 100  # back once the second was unread for long enough
+        assert fake.state.zip_downloads == 3
+        assert open_archives.shared_places(1).held() == 1
+
+
+def test_a_file_waiting_for_a_place_goes_back_when_the_process_stops(
+    serve: Callable[..., Fake], tmp_path: Path
+) -> None:
+    """A file of an archive that has no place waits (heartbeats go on meanwhile, from the
+    download's watchdog), and once the process stops, goes back to the queue as untried
+    (Interrupted) instead of waiting on."""
+    first_folder, second_folder = _folders()
+    fake = serve([first_folder, second_folder])
+    with fake.source(tmp_path, second_folder, zip_max_open_archives=5) as lister:
+        (b,) = lister.list()
+    beats: list[float] = []
+    abort = threading.Event()
+    limits = Limits(MiB, 3600, 0, 60)
+    with (
+        fake.source(tmp_path, first_folder, zip_max_open_archives=1) as first,
+        fake.source(tmp_path, second_folder, zip_max_open_archives=1) as second,
+    ):
+        (a,) = first.list()
+        with first.open(a), ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(
+                download, second, b, limits, lambda: beats.append(time.monotonic()), abort
+            )
+            time.sleep(HEARTBEAT_SECONDS * 2)
+            assert not waiting.done()
+            abort.set()
+            with pytest.raises(Interrupted):
+                waiting.result(timeout=30)
+    assert len(beats) >= 1
+    assert fake.state.zip_downloads == 2  # the second's archive was never downloaded again
+
+
+def test_closing_a_source_does_not_wait_for_its_archive(
+    serve: Callable[..., Fake], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An import cancelled while one of its files waits for a place: closing its source
+    returns at once, and the archive that wait brings is let go as soon as it has been used."""
+    monkeypatch.setattr(open_archives, "IDLE_SECONDS", 0.5)
+    first_folder, second_folder = _folders()
+    fake = serve([first_folder, second_folder])
+    with fake.source(tmp_path, first_folder, zip_max_open_archives=1) as first:
+        second = fake.source(tmp_path, second_folder, zip_max_open_archives=1)
+        (a,) = first.list()
+        with ThreadPoolExecutor(1) as pool:
+            with first.open(a):
+                waiting = pool.submit(lambda: list(second.list()))
+                time.sleep(1)
+                second.close()  # would wait as long as the first is read if it waited at all
+                assert not waiting.done()
+            assert [f.path for f in waiting.result(timeout=30)] == ["b.jpg"]
+        assert second._archive is None
+        assert open_archives.shared_places(1).held() == 0  # the first's went to the second
+    assert fake.state.zip_downloads == 2

@@ -2,11 +2,15 @@
 
 The whole folder arrives as one archive, so it is downloaded once into a temporary file
 and files are then read out of it. The archive comes from strangers: its size, entry
-count, compression ratios, names and flags are all checked before anything is trusted.
+count, compression ratios, names and flags are all checked before anything is trusted, and
+what it costs the process is bounded whatever it contains: its central directory is never
+held in memory (sources.zip_directory), each file costs its index a few dozen bytes, and a
+process keeps at most ZIP_MAX_OPEN_ARCHIVES archives open (sources.open_archives).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -16,12 +20,12 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO
 
 from imageimport.errors import ItemError, SourceUnavailable
 from imageimport.settings import Settings
+from imageimport.sources import transfer
 from imageimport.sources.base import FolderRef, RemoteFile, Source
 from imageimport.sources.dropbox import with_web_base
 from imageimport.sources.http import (
@@ -30,6 +34,17 @@ from imageimport.sources.http import (
     make_http_client,
     stream_get,
     with_retries,
+)
+from imageimport.sources.listing import MAX_NAME_CHARS, MAX_PATH_CHARS, shorten
+from imageimport.sources.open_archives import Lease, shared_places
+from imageimport.sources.zip_directory import (
+    Directory,
+    Index,
+    Location,
+    Record,
+    find_directory,
+    open_entry,
+    records,
 )
 
 log = logging.getLogger(__name__)
@@ -60,10 +75,22 @@ _NOT_A_ZIP = (
 )
 
 
-@dataclass(frozen=True)
-class _Entry:
-    info: zipfile.ZipInfo
-    file: RemoteFile
+class _Archive:
+    """A downloaded archive and the index of its files, for as long as its lease lasts."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.directory: Directory | None = None
+        self.index = Index()
+        self.strip = 0
+        self.lease: Lease | None = None
+
+    def discard(self) -> None:
+        self.index = Index()
+        path, self.path = self.path, None
+        if path is not None:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
 
 
 class DropboxZipSource(Source):
@@ -72,76 +99,95 @@ class DropboxZipSource(Source):
 
     def __init__(self, ref: FolderRef, settings: Settings) -> None:
         super().__init__(ref, settings)
-        self._load_lock = threading.Lock()
-        # zipfile serialises reads of a shared archive itself, but not opening and
-        # closing entries; this lock covers those.
-        self._handle_lock = threading.Lock()
-        self._archive_path: Path | None = None
-        self._entries: dict[str, _Entry] = {}
-        self._zip: zipfile.ZipFile | None = None
+        self._load_lock = threading.Lock()  # one download and indexing at a time
+        self._lock = threading.Lock()  # for the two below; never held while waiting
+        self._archive: _Archive | None = None
+        self._closed = False
 
     def list(self) -> Iterator[RemoteFile]:
-        self._ensure_loaded()
-        for entry in self._entries.values():
-            yield entry.file
+        with self._using() as archive:
+            numbers: dict[int, int] = {}
+            for record, path, ordinal in _files(archive):
+                file_id = _recall_id(archive.index, path, ordinal, numbers)
+                if file_id is None:
+                    continue
+                yield RemoteFile(
+                    id=file_id,
+                    name=shorten(path.rpartition("/")[2], MAX_NAME_CHARS),
+                    path=shorten(path, MAX_PATH_CHARS),
+                    size=record.location.file_size,
+                )
 
     @contextmanager
     def open(self, file: RemoteFile) -> Iterator[Iterator[bytes]]:
-        archive = self._ensure_loaded()
-        entry = self._entries.get(file.id)
-        if entry is None:
-            raise ItemError(f"{file.path} is no longer in the folder's ZIP download.")
-        info = entry.info
-        if info.flag_bits & 0x1:
-            raise ItemError(f"{file.path} is encrypted inside the folder's ZIP download.")
-        if info.compress_type not in _UNPACKED_METHODS:
-            method = _METHOD_NAMES.get(info.compress_type, f"method {info.compress_type}")
-            raise ItemError(
-                f"{file.path} is compressed with {method} inside the folder's ZIP download: "
-                "only stored and deflate entries, the ones Dropbox makes, are unpacked."
-            )
-        if _is_bomb(info, self.settings):
-            raise ItemError(
-                f"{file.path} would unpack to {info.file_size} bytes from only "
-                f"{info.compress_size}: refused as a likely zip bomb."
-            )
-        with self._handle_lock:
+        with self._using() as archive:
+            path, entry = archive.path, archive.index.find(file.id)
+            if entry is None or path is None:
+                raise ItemError(f"{file.path} is no longer in the folder's ZIP download.")
+            if entry.flag_bits & 0x1:
+                raise ItemError(f"{file.path} is encrypted inside the folder's ZIP download.")
+            if entry.compress_type not in _UNPACKED_METHODS:
+                method = _METHOD_NAMES.get(entry.compress_type, f"method {entry.compress_type}")
+                raise ItemError(
+                    f"{file.path} is compressed with {method} inside the folder's ZIP download: "
+                    "only stored and deflate entries, the ones Dropbox makes, are unpacked."
+                )
+            if _is_bomb(entry, self.settings):
+                raise ItemError(
+                    f"{file.path} would unpack to {entry.file_size} bytes from only "
+                    f"{entry.compress_size}: refused as a likely zip bomb."
+                )
             try:
-                handle = archive.open(info)
-            except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError) as error:
+                handle = open_entry(path, entry, file.name)
+            except (zipfile.BadZipFile, NotImplementedError, OSError) as error:
                 raise ItemError(f"{file.path} cannot be unpacked: {error}.") from error
-        try:
-            yield _read_entry(handle, info, file, self.settings)
-        finally:
-            with self._handle_lock:
-                handle.close()
+            with handle:
+                yield _read_entry(handle, entry, file, self.settings)
 
     def close(self) -> None:
-        with self._load_lock:
-            if self._zip is not None:
-                self._zip.close()
-                self._zip = None
-            self._entries = {}
-            if self._archive_path is not None:
-                self._archive_path.unlink(missing_ok=True)
-                self._archive_path = None
+        """Let the archive go, at once: not waiting for a download or a place in progress
+        (an import cancelled meanwhile); what such a load brings is let go after its use."""
+        with self._lock:
+            archive, self._archive = self._archive, None
+            self._closed = True
+        if archive is not None and archive.lease is not None:
+            archive.lease.close()
 
-    def _ensure_loaded(self) -> zipfile.ZipFile:
-        archive = self._zip
-        if archive is not None:
-            return archive
+    @contextmanager
+    def _using(self) -> Iterator[_Archive]:
+        """The archive, downloaded and indexed first if need be, kept open while the block
+        runs."""
         with self._load_lock:
-            if self._zip is None:
-                path = with_retries(self.settings, self._download)
-                try:
-                    archive, entries = _index(path, self.settings)
-                except BaseException:
-                    path.unlink(missing_ok=True)
-                    raise
-                self._archive_path = path
-                self._entries = entries
-                self._zip = archive
-            return self._zip
+            with self._lock:
+                archive = self._archive
+            if archive is None or archive.lease is None or not archive.lease.enter():
+                archive = self._load()
+                with self._lock:
+                    self._archive = archive
+            lease = archive.lease
+            assert lease is not None
+        try:
+            yield archive
+        finally:
+            lease.leave()
+            if self._closed:
+                self.close()
+
+    def _load(self) -> _Archive:
+        """A place among the process's open archives (waiting for one if need be), then the
+        archive in it: returned in use once."""
+        archive = _Archive()
+        archive.lease = shared_places(self.settings.zip_max_open_archives).lease(
+            archive.discard, _stop_if_interrupted
+        )
+        try:
+            archive.path = with_retries(self.settings, self._download)
+            archive.directory, archive.strip = _survey(archive.path, self.settings)
+            _index(archive)
+        except BaseException:
+            archive.lease.close()
+            raise
+        return archive
 
     def _download(self) -> Path:
         url = with_web_base(self.ref.url, self.settings)
@@ -174,6 +220,14 @@ class DropboxZipSource(Source):
         return path
 
 
+def _stop_if_interrupted() -> None:
+    """Called while waiting for a place among the open archives: a file whose download is
+    stopped (this process is stopping) goes back to the queue instead of waiting on."""
+    current = transfer.current()
+    if current is not None and current.reason is not None:
+        raise current.reason
+
+
 def _check_magic(path: Path) -> None:
     # Checked once the body is complete: a connection dropped after a few bytes must
     # stay a retryable error, not look like a web page. zipfile would accept data
@@ -190,69 +244,130 @@ def _too_big(size: int, limit: int) -> str:
     )
 
 
-def _index(path: Path, settings: Settings) -> tuple[zipfile.ZipFile, dict[str, _Entry]]:
-    """Open the archive and describe its files, refusing archives that are bombs."""
-    max_entries = settings.zip_max_entries
-    with path.open("rb") as raw:
-        # The end record's count is checked before zipfile reads the whole central
-        # directory into memory; the real count is checked again below.
-        end_record = zipfile._EndRecData(raw)  # type: ignore[attr-defined]
-    if end_record is None:
-        raise SourceUnavailable(_NOT_A_ZIP)
-    announced = end_record[zipfile._ECD_ENTRIES_TOTAL]  # type: ignore[attr-defined]
-    if announced > max_entries:
-        raise SourceUnavailable(_too_many(announced, max_entries))
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as error:
-        raise SourceUnavailable(
-            f"The folder's ZIP download from Dropbox is damaged and cannot be read ({error})."
-        ) from error
-    try:
-        infos = archive.infolist()
-        if len(infos) > max_entries:
-            raise SourceUnavailable(_too_many(len(infos), max_entries))
-        declared = sum(info.file_size for info in infos)
-        if declared > settings.zip_max_total_bytes:
+def _survey(path: Path, settings: Settings) -> tuple[Directory, int]:
+    """Check the archive against the limits, reading its central directory once, a record at
+    a time: where the directory is, and how many leading folders the paths share (1 when
+    every file is under one top folder, as in Dropbox's downloads; else 0)."""
+    with path.open("rb", buffering=0) as raw:
+        try:
+            directory = find_directory(raw)
+        except (zipfile.BadZipFile, OSError) as error:
+            raise _damaged(error) from error
+        if directory is None:
+            raise SourceUnavailable(_NOT_A_ZIP)
+        # Both before a record is read: the end record's count and size (the real count is
+        # checked again as the records come).
+        max_entries = settings.zip_max_entries
+        if directory.announced > max_entries:
+            raise SourceUnavailable(_too_many(directory.announced, max_entries))
+        if directory.size > settings.zip_max_index_bytes:
             raise SourceUnavailable(
-                f"The folder's ZIP download would unpack to {declared} bytes, more than the "
-                f"{settings.zip_max_total_bytes}-byte limit (ZIP_MAX_TOTAL_BYTES)."
+                f"The folder's ZIP download has a central directory (its table of contents) "
+                f"of {directory.size:,} bytes, more than the {settings.zip_max_index_bytes:,}"
+                "-byte limit (ZIP_MAX_INDEX_BYTES)."
             )
-        return archive, _describe(infos)
-    except BaseException:
-        archive.close()
-        raise
+        count = declared = 0
+        top: str | None = None
+        shared_top = True
+        for record in _records(raw, directory):
+            count += 1
+            if count > max_entries:  # stopped at once: the rest may be millions
+                raise SourceUnavailable(_too_many(count, max_entries, at_least=True))
+            declared += record.location.file_size
+            if _is_folder(record) or not shared_top:
+                continue
+            parts = _raw_parts(record.name)
+            first = parts[0] if len(parts) > 1 else None
+            if first is None or (top is not None and first != top):
+                shared_top = False
+            top = first
+    if declared > settings.zip_max_total_bytes:
+        raise SourceUnavailable(
+            f"The folder's ZIP download would unpack to {declared} bytes, more than the "
+            f"{settings.zip_max_total_bytes}-byte limit (ZIP_MAX_TOTAL_BYTES)."
+        )
+    return directory, 1 if shared_top and top is not None else 0
 
 
-def _too_many(count: int, limit: int) -> str:
-    return (
-        f"The folder's ZIP download holds {count} entries, more than the limit of {limit} "
-        "(ZIP_MAX_ENTRIES)."
+def _index(archive: _Archive) -> None:
+    """Index every file of the archive under its id (see `_entry_id`); the same path twice
+    gets `#2`, `#3`... in the order of the central directory."""
+    numbers: dict[int, int] = {}  # ordinal of a path's first entry -> last number given
+    for record, path, _ in _files(archive):
+        for file_id, _ in _candidate_ids(archive.index, path, numbers):
+            if archive.index.add(file_id, record.location):
+                break
+
+
+def _recall_id(index: Index, path: str, ordinal: int, numbers: dict[int, int]) -> str | None:
+    """The id `_index` gave the `ordinal`-th file, asked in the same order (`numbers` as
+    there, kept by the caller from one file to the next)."""
+    for file_id, found in _candidate_ids(index, path, numbers):
+        if found == ordinal:
+            return file_id
+        if found is None:
+            return None  # not indexed: only if the archive changed under us
+    return None
+
+
+def _candidate_ids(
+    index: Index, path: str, numbers: dict[int, int]
+) -> Iterator[tuple[str, int | None]]:
+    """The ids a file at `path` may have, in the order they are given, each with the ordinal
+    of the file that has it. The numbers go on from the last one given for the same path, so
+    that many entries of one path cost one try each, not one for every earlier one."""
+    file_id = _entry_id(path)
+    first = index.ordinal(file_id)
+    yield file_id, first
+    if first is None:
+        return
+    number = numbers.get(first, 1)
+    while True:
+        number += 1
+        numbers[first] = number
+        file_id = _entry_id(f"{path}#{number}")
+        yield file_id, index.ordinal(file_id)
+
+
+def _files(archive: _Archive) -> Iterator[tuple[Record, str, int]]:
+    """Each file of the archive, with its clean path and its ordinal among the files (the
+    order of the central directory, which the index keeps)."""
+    assert archive.path is not None and archive.directory is not None
+    ordinal = 0
+    with archive.path.open("rb", buffering=0) as raw:
+        for record in _records(raw, archive.directory):
+            if _is_folder(record):
+                continue
+            parts = _raw_parts(record.name)[archive.strip :]
+            clean = [part for part in map(_clean_part, parts) if part]
+            if not clean:
+                continue
+            yield record, "/".join(clean), ordinal
+            ordinal += 1
+
+
+def _records(raw: BinaryIO, directory: Directory) -> Iterator[Record]:
+    try:
+        yield from records(raw, directory)
+    except (zipfile.BadZipFile, UnicodeDecodeError, OSError) as error:
+        raise _damaged(error) from error
+
+
+def _damaged(error: BaseException) -> SourceUnavailable:
+    return SourceUnavailable(
+        f"The folder's ZIP download from Dropbox is damaged and cannot be read ({error})."
     )
 
 
-def _describe(infos: list[zipfile.ZipInfo]) -> dict[str, _Entry]:
-    files = [
-        (info, _raw_parts(info.filename))
-        for info in infos
-        if not info.filename.endswith(("/", "\\"))
-    ]
-    # Dropbox puts everything under one folder named after the shared folder.
-    firsts = {parts[0] if len(parts) > 1 else None for _, parts in files}
-    strip = 1 if len(firsts) == 1 and None not in firsts else 0
-    entries: dict[str, _Entry] = {}
-    for info, parts in files:
-        clean = [part for part in map(_clean_part, parts[strip:]) if part]
-        if not clean:
-            continue
-        path = "/".join(clean)
-        file_id, number = _entry_id(path), 1
-        while file_id in entries:  # the same name twice in one archive
-            number += 1
-            file_id = _entry_id(f"{path}#{number}")
-        remote = RemoteFile(id=file_id, name=clean[-1], path=path, size=info.file_size)
-        entries[file_id] = _Entry(info=info, file=remote)
-    return entries
+def _is_folder(record: Record) -> bool:
+    return record.name.endswith(("/", "\\"))
+
+
+def _too_many(count: int, limit: int, at_least: bool = False) -> str:
+    return (
+        f"The folder's ZIP download holds {count} entries{' or more' if at_least else ''}, "
+        f"more than the limit of {limit} (ZIP_MAX_ENTRIES)."
+    )
 
 
 def _entry_id(path: str) -> str:
@@ -273,16 +388,16 @@ def _clean_part(part: str) -> str:
     return "" if part in (".", "..") else part
 
 
-def _is_bomb(info: zipfile.ZipInfo, settings: Settings) -> bool:
-    ratio_limit = settings.zip_max_ratio * max(info.compress_size, 1)
-    return info.file_size > RATIO_CHECK_MIN_BYTES and info.file_size > ratio_limit
+def _is_bomb(entry: Location, settings: Settings) -> bool:
+    ratio_limit = settings.zip_max_ratio * max(entry.compress_size, 1)
+    return entry.file_size > RATIO_CHECK_MIN_BYTES and entry.file_size > ratio_limit
 
 
 def _read_entry(
-    handle: IO[bytes], info: zipfile.ZipInfo, file: RemoteFile, settings: Settings
+    handle: IO[bytes], entry: Location, file: RemoteFile, settings: Settings
 ) -> Iterator[bytes]:
     # Headers can lie; never hand out more than the entry declared (or the global limit).
-    limit = min(info.file_size, settings.zip_max_total_bytes)
+    limit = min(entry.file_size, settings.zip_max_total_bytes)
     produced = 0
     while True:
         try:
@@ -294,7 +409,7 @@ def _read_entry(
         produced += len(chunk)
         if produced > limit:
             raise ItemError(
-                f"{file.path} unpacks to more than the {info.file_size} bytes its header "
+                f"{file.path} unpacks to more than the {entry.file_size} bytes its header "
                 "declares: refused as a likely zip bomb."
             )
         yield chunk

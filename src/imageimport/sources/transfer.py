@@ -72,6 +72,12 @@ class Transfer:
 _current: ContextVar[Transfer | None] = ContextVar("imageimport_transfer", default=None)
 
 
+def current() -> Transfer | None:
+    """The download this thread is working on, if any: a source that waits before its body
+    starts looks at its `reason` to stop waiting when the download is stopped."""
+    return _current.get()
+
+
 @contextlib.contextmanager
 def active(transfer: Transfer) -> Iterator[Transfer]:
     """Make `transfer` the one that sources on this thread report to."""
