@@ -21,11 +21,11 @@ from imageimport.errors import InvalidSourceURL
 from imageimport.imports import Importer
 from imageimport.operator import logic
 from imageimport.operator.credentials import CredentialedRuntime, SecretRef
+from imageimport.pipeline.pool import WorkerPool
 from imageimport.queue.base import Job
 from imageimport.queue.nats import NatsQueue
 from imageimport.settings import Settings
 from imageimport.sources.base import RemoteFile, parse_folder_url
-from imageimport.worker.pool import WorkerPool
 from tests.distributed.cluster import purge_stream, stream_last_sequence
 from tests.fakes.folder import FakeFile, FakeFolder, big_folder, make_image
 from tests.pipeline.routes import API_KEY, start_route

@@ -32,11 +32,11 @@ from imageimport.api.security_headers import SecurityHeadersMiddleware, page_pol
 from imageimport.api.trusted_hosts import TrustedHostMiddleware
 from imageimport.errors import ImageImportError
 from imageimport.imports import Importer
+from imageimport.pipeline.pool import WorkerPool
 from imageimport.queue import make_queue
 from imageimport.runtime import Runtime
 from imageimport.settings import Settings
 from imageimport.storage.base import ObjectStore
-from imageimport.worker.pool import WorkerPool
 
 log = logging.getLogger(__name__)
 

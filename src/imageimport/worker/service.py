@@ -8,11 +8,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from imageimport.db import repo
 from imageimport.errors import ConfigError
+from imageimport.pipeline.pool import WorkerPool
 from imageimport.runtime import Runtime
 from imageimport.settings import Settings
 from imageimport.waiting import StopFlag, services_when_up
 from imageimport.worker.health import HealthServer
-from imageimport.worker.pool import WorkerPool
 
 log = logging.getLogger(__name__)
 
