@@ -15,7 +15,8 @@ import pytest
 from kubernetes import client
 
 from imageimport.imports import Importer
-from imageimport.operator.credentials import CredentialedRuntime, KubernetesSecretReader
+from imageimport.kube.secrets import KubernetesSecretReader
+from imageimport.operator.credentials import CredentialedRuntime
 from imageimport.operator.handlers import OperatorContext
 from imageimport.queue.nats import NatsQueue
 from imageimport.settings import Settings

@@ -18,8 +18,7 @@ from starlette.datastructures import State
 
 from imageimport.api.problems import Problem
 from imageimport.errors import ConfigError, TransientError
-from imageimport.operator import logic
-from imageimport.operator.kube import (
+from imageimport.kube.cluster import (
     API_VERSION,
     GROUP,
     KIND,
@@ -28,6 +27,7 @@ from imageimport.operator.kube import (
     api_client,
     current_namespace,
 )
+from imageimport.operator import logic
 from imageimport.runtime import Runtime
 
 

@@ -31,9 +31,9 @@ import kopf
 
 from imageimport.errors import ConfigError, ImageImportError, InvalidSourceURL, TransientError
 from imageimport.imports import Importer
+from imageimport.kube.cluster import GROUP, PLURAL, VERSION
 from imageimport.operator import logic
 from imageimport.operator.credentials import CredentialedRuntime, SecretRef
-from imageimport.operator.kube import GROUP, PLURAL, VERSION
 
 FINALIZER = "imageimport.dev/finalizer"
 ANNOTATIONS_PREFIX = "imageimport.dev"

@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 
 from imageimport.errors import ConfigError
 from imageimport.imports import Importer
-from imageimport.operator.kube import current_namespace
+from imageimport.kube.cluster import current_namespace
 from imageimport.settings import Settings
 from imageimport.waiting import StopFlag, services_when_up
 
