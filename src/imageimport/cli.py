@@ -32,7 +32,7 @@ from imageimport.errors import DatabaseUnavailable, ImageImportError
 from imageimport.settings import Settings
 
 if TYPE_CHECKING:
-    from imageimport.pipeline.embedded import Snapshot
+    from imageimport.services.embedded import Snapshot
 
 app = typer.Typer(
     help="Import images from public Google Drive and Dropbox folders.",
@@ -123,8 +123,8 @@ def import_(
 ) -> None:
     """Import every image of a folder into the configured store, with a live progress bar.
     Without NATS, an import of the same folder that was interrupted is finished instead."""
-    from imageimport.pipeline.embedded import run_import
     from imageimport.queue import make_queue
+    from imageimport.services.embedded import run_import
     from imageimport.sources.base import parse_folder_url
 
     settings = _settings()
@@ -208,8 +208,8 @@ def _finish(settings: Settings, results: list[Snapshot]) -> None:
 
 
 def _plan_detached(runtime: Any, queue: Any, url: str) -> None:
-    from imageimport.imports import Importer
-    from imageimport.pipeline.embedded import snapshot
+    from imageimport.services.embedded import snapshot
+    from imageimport.services.imports import Importer
 
     try:
         importer = Importer(runtime, queue)
@@ -235,9 +235,9 @@ def resume(
     """Finish the imports a crash or restart interrupted. Without NATS, this process does the
     work, with the progress, summary and exit code of `import`; with NATS, it lists again the
     interrupted listings and returns (the workers do the rest)."""
-    from imageimport.imports import Importer
-    from imageimport.pipeline.embedded import resume_imports
     from imageimport.queue import make_queue
+    from imageimport.services.embedded import resume_imports
+    from imageimport.services.imports import Importer
 
     settings = _settings()
     try:

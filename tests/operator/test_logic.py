@@ -18,12 +18,12 @@ from sqlalchemy import select
 from imageimport.db import repo
 from imageimport.db.models import Image, Import, ImportItem
 from imageimport.errors import InvalidSourceURL
-from imageimport.imports import Importer
 from imageimport.operator import logic
 from imageimport.operator.credentials import CredentialedRuntime, SecretRef
 from imageimport.pipeline.pool import WorkerPool
 from imageimport.queue.base import Job
 from imageimport.queue.nats import NatsQueue
+from imageimport.services.imports import Importer
 from imageimport.settings import Settings
 from imageimport.sources.base import RemoteFile, parse_folder_url
 from tests.distributed.cluster import purge_stream, stream_last_sequence

@@ -24,9 +24,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imageimport.api import create_app
 from imageimport.db.models import Image, ImportItem
-from imageimport.imports import Importer
 from imageimport.pipeline.pool import WorkerPool
 from imageimport.queue.memory import MemoryQueue
+from imageimport.services.imports import Importer
 from imageimport.settings import Settings
 from imageimport.sources.listing import MAX_ID_CHARS, MAX_NAME_CHARS, MAX_PATH_CHARS
 from tests.commands import run_imageimport

@@ -31,10 +31,10 @@ from imageimport.api.routers.health import Prober
 from imageimport.api.security_headers import SecurityHeadersMiddleware, page_policy
 from imageimport.api.trusted_hosts import TrustedHostMiddleware
 from imageimport.errors import ImageImportError
-from imageimport.imports import Importer
 from imageimport.pipeline.pool import WorkerPool
 from imageimport.queue import make_queue
 from imageimport.runtime import Runtime
+from imageimport.services.imports import Importer
 from imageimport.settings import Settings
 from imageimport.storage.base import ObjectStore
 

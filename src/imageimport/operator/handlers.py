@@ -30,10 +30,10 @@ from typing import Any
 import kopf
 
 from imageimport.errors import ConfigError, ImageImportError, InvalidSourceURL, TransientError
-from imageimport.imports import Importer
 from imageimport.kube.cluster import GROUP, PLURAL, VERSION
 from imageimport.operator import logic
 from imageimport.operator.credentials import CredentialedRuntime, SecretRef
+from imageimport.services.imports import Importer
 
 FINALIZER = "imageimport.dev/finalizer"
 ANNOTATIONS_PREFIX = "imageimport.dev"

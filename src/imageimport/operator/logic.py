@@ -28,9 +28,9 @@ from sqlalchemy.exc import IntegrityError
 from imageimport.db import repo
 from imageimport.db.models import Image, Import, ImportItem
 from imageimport.errors import ImageImportError
-from imageimport.imports import Importer
 from imageimport.operator.credentials import OPTION, CredentialedRuntime, SecretRef
 from imageimport.runtime import Runtime
+from imageimport.services.imports import Importer
 from imageimport.settings import Settings
 from imageimport.sources.base import parse_folder_url
 

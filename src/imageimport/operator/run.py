@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from sqlalchemy.engine import make_url
 
 from imageimport.errors import ConfigError
-from imageimport.imports import Importer
 from imageimport.kube.cluster import current_namespace
+from imageimport.services.imports import Importer
 from imageimport.settings import Settings
 from imageimport.waiting import StopFlag, services_when_up
 

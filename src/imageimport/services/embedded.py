@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 from imageimport.db import repo
 from imageimport.db.models import TERMINAL_IMPORT_STATES, Import
-from imageimport.imports import Importer
 from imageimport.pipeline.pool import WorkerPool
 from imageimport.queue.base import JobQueue
 from imageimport.queue.memory import MemoryQueue
 from imageimport.runtime import Runtime
+from imageimport.services.imports import Importer
 
 
 @dataclass(frozen=True)
