@@ -15,9 +15,9 @@ import pytest
 from kubernetes import client
 
 from imageimport.kube.secrets import KubernetesSecretReader
-from imageimport.operator.credentials import CredentialedRuntime
 from imageimport.operator.handlers import OperatorContext
 from imageimport.queue.nats import NatsQueue
+from imageimport.services.credentials import CredentialedRuntime
 from imageimport.services.imports import Importer
 from imageimport.settings import Settings
 from tests.distributed.cluster import Cluster, purge_stream

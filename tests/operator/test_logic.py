@@ -19,10 +19,10 @@ from imageimport.db import repo
 from imageimport.db.models import Image, Import, ImportItem
 from imageimport.errors import InvalidSourceURL
 from imageimport.operator import logic
-from imageimport.operator.credentials import CredentialedRuntime, SecretRef
 from imageimport.pipeline.pool import WorkerPool
 from imageimport.queue.base import Job
 from imageimport.queue.nats import NatsQueue
+from imageimport.services.credentials import CredentialedRuntime, SecretRef
 from imageimport.services.imports import Importer
 from imageimport.settings import Settings
 from imageimport.sources.base import RemoteFile, parse_folder_url

@@ -32,7 +32,7 @@ import kopf
 from imageimport.errors import ConfigError, ImageImportError, InvalidSourceURL, TransientError
 from imageimport.kube.cluster import GROUP, PLURAL, VERSION
 from imageimport.operator import logic
-from imageimport.operator.credentials import CredentialedRuntime, SecretRef
+from imageimport.services.credentials import CredentialedRuntime, SecretRef
 from imageimport.services.imports import Importer
 
 FINALIZER = "imageimport.dev/finalizer"

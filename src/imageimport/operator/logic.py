@@ -11,7 +11,7 @@ calls), so it can be tested against a database and a queue alone.
 
 Source credentials (spec.source.credentialsSecretRef): the handler reads the Secret and passes
 its values in; they are kept in memory only, and the import's options record just the Secret's
-name (see `imageimport.operator.credentials`).
+name (see `imageimport.services.credentials`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from sqlalchemy.exc import IntegrityError
 from imageimport.db import repo
 from imageimport.db.models import Image, Import, ImportItem
 from imageimport.errors import ImageImportError
-from imageimport.operator.credentials import OPTION, CredentialedRuntime, SecretRef
 from imageimport.runtime import Runtime
+from imageimport.services.credentials import OPTION, CredentialedRuntime, SecretRef
 from imageimport.services.imports import Importer
 from imageimport.settings import Settings
 from imageimport.sources.base import parse_folder_url

@@ -12,8 +12,8 @@ from sqlalchemy.engine import make_url
 from imageimport.errors import ConfigError
 from imageimport.kube.cluster import current_namespace
 from imageimport.services.imports import Importer
+from imageimport.services.waiting import StopFlag, services_when_up
 from imageimport.settings import Settings
-from imageimport.waiting import StopFlag, services_when_up
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from imageimport.db import repo
 from imageimport.errors import ConfigError
 from imageimport.pipeline.pool import WorkerPool
 from imageimport.runtime import Runtime
+from imageimport.services.waiting import StopFlag, services_when_up
 from imageimport.settings import Settings
-from imageimport.waiting import StopFlag, services_when_up
 from imageimport.worker.health import HealthServer
 
 log = logging.getLogger(__name__)

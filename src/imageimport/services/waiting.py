@@ -13,8 +13,8 @@ from typing import TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 
 from imageimport.errors import TransientError
-from imageimport.operator.credentials import CredentialedRuntime
 from imageimport.queue import JobQueue, make_queue
+from imageimport.services.credentials import CredentialedRuntime
 from imageimport.settings import Settings
 
 log = logging.getLogger(__name__)
