@@ -9,20 +9,18 @@ calls), so it can be tested against a database and a queue alone.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select
 
 from imageimport.db import repo
-from imageimport.db.models import Image, Import, ImportItem
+from imageimport.db.models import Import
 from imageimport.runtime import Runtime
+from imageimport.services import images
 from imageimport.services.imports import Importer, import_id_for
-
-log = logging.getLogger(__name__)
 
 PHASES = {
     "pending": "Pending",
@@ -265,43 +263,10 @@ def finalize(runtime: Runtime, importer: Importer, uid: str, delete_images: bool
     if import_id is None:
         return None
     cancelled = importer.cancel(import_id)  # a listing still running stops at its next page
-    deleted = _delete_images(runtime, import_id) if delete_images else 0
+    deleted = 0
+    if delete_images:
+        deleted = images.delete_images(
+            runtime, images.found_only_by(import_id), release_import=import_id
+        )
     runtime.forget_source(import_id)
     return Removal(import_id, cancelled, deleted)
-
-
-def _delete_images(runtime: Runtime, import_id: str) -> int:
-    with runtime.session() as session:
-        found_here = select(ImportItem.image_id).where(
-            ImportItem.import_id == import_id, ImportItem.image_id.is_not(None)
-        )
-        found_elsewhere = select(ImportItem.image_id).where(
-            ImportItem.import_id != import_id, ImportItem.image_id.is_not(None)
-        )
-        images = list(
-            session.scalars(
-                select(Image).where(
-                    or_(Image.id.in_(found_here), Image.import_id == import_id),
-                    Image.id.not_in(found_elsewhere),
-                )
-            )
-        )
-        keys = [key for image in images for key in (image.object_key, image.thumbnail_key)]
-        for image in images:
-            session.delete(image)  # items that pointed at it keep their row (image_id NULL)
-        # The images another import also found stay, but no longer count as this import's:
-        # when that other import is removed with its images, they go too.
-        session.execute(
-            update(ImportItem)
-            .where(ImportItem.import_id == import_id, ImportItem.image_id.is_not(None))
-            .values(image_id=None)
-            .execution_options(synchronize_session=False)
-        )
-    # Rows first: if deleting an object fails, what is left is an unreferenced object, never
-    # a row that points at nothing.
-    for key in keys:
-        try:
-            runtime.store.delete(key)
-        except Exception:
-            log.warning("could not delete object %s of import %s", key, import_id, exc_info=True)
-    return len(images)
