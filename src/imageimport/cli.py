@@ -133,7 +133,7 @@ def import_(
     """Import every image of a folder into the configured store, with a live progress bar.
     Without NATS, an import of the same folder that was interrupted is finished instead."""
     from imageimport.services.embedded import run_import
-    from imageimport.sources.base import parse_folder_url
+    from imageimport.sources.registry import parse_folder_url
 
     settings = _settings()
     if detach and not settings.nats_url:

@@ -26,7 +26,8 @@ from imageimport.services.credentials import CredentialedRuntime, SecretRef
 from imageimport.services.imports import Importer, ensure_import, record_import
 from imageimport.services.options import SpecError, check_spec
 from imageimport.settings import Settings
-from imageimport.sources.base import RemoteFile, parse_folder_url
+from imageimport.sources.base import RemoteFile
+from imageimport.sources.registry import parse_folder_url
 from tests.distributed.cluster import purge_stream, stream_last_sequence
 from tests.fakes.folder import FakeFile, FakeFolder, big_folder, make_image
 from tests.pipeline.routes import API_KEY, start_route

@@ -15,10 +15,10 @@ import pytest
 
 from imageimport.errors import ItemError, SourceUnavailable
 from imageimport.settings import Settings
-from imageimport.sources import dropbox_zip
 from imageimport.sources.base import RemoteFile
 from imageimport.sources.dropbox import provider
-from imageimport.sources.dropbox_zip import DropboxZipSource
+from imageimport.sources.dropbox import zip as dropbox_zip
+from imageimport.sources.dropbox.zip import DropboxZipSource
 from imageimport.sources.http import CHUNK_SIZE
 from tests.fakes.dropbox import FakeDropbox, make_dropbox_app, shared_link
 from tests.fakes.folder import FakeFile, FakeFolder, sample_folder

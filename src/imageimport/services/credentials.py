@@ -29,7 +29,8 @@ from imageimport.errors import ConfigError
 from imageimport.kube.secrets import KubernetesSecretReader
 from imageimport.runtime import Runtime
 from imageimport.settings import Settings
-from imageimport.sources.base import Source, open_source
+from imageimport.sources.base import Source
+from imageimport.sources.registry import open_source
 
 OPTION = "credentialsSecretRef"
 

@@ -30,7 +30,7 @@ from imageimport.queue.base import Job, JobQueue
 from imageimport.runtime import Runtime
 from imageimport.services.credentials import CredentialedRuntime, SecretRef
 from imageimport.services.options import check_spec, import_options
-from imageimport.sources.base import parse_folder_url
+from imageimport.sources.registry import parse_folder_url
 
 log = logging.getLogger(__name__)
 

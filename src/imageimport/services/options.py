@@ -9,7 +9,7 @@ from typing import Any
 from imageimport.errors import ImageImportError
 from imageimport.services.credentials import OPTION, SecretRef
 from imageimport.settings import Settings
-from imageimport.sources.base import parse_folder_url
+from imageimport.sources.registry import parse_folder_url
 
 # spec.options the pipeline honours as the CRD describes them (concurrency is only a hint).
 KNOWN_OPTIONS = (

@@ -23,7 +23,7 @@ from typing import IO
 from imageimport.errors import ItemError, SourceUnavailable
 from imageimport.settings import Settings
 from imageimport.sources.base import FolderRef, RemoteFile, Source
-from imageimport.sources.dropbox import with_web_base
+from imageimport.sources.dropbox.links import with_web_base
 from imageimport.sources.http import (
     CHUNK_SIZE,
     iter_body,
