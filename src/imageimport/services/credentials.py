@@ -2,11 +2,11 @@
 
 Nothing secret is stored in the database. The import's options record only a *reference*,
 `{"namespace", "name", "keys"}`, under `credentialsSecretRef`. Every process that opens the
-import's source reads that Secret by name through the Kubernetes API and opens the source with
-a copy of its own Settings in which the Secret's values replace the installation's:
-`CredentialedRuntime` does this in `source_for`, so the planner and the workers need no other
-change. Imports without a reference use the installation's credentials (environment) exactly as
-a plain `Runtime` does, without touching Kubernetes at all.
+import's source reads that Secret by name through the Kubernetes API (`imageimport.kube`) and
+opens the source with a copy of its own Settings in which the Secret's values replace the
+installation's: `CredentialedRuntime` does this in `source_for`, so the planner and the workers
+need no other change. Imports without a reference use the installation's credentials
+(environment) exactly as a plain `Runtime` does, without touching Kubernetes at all.
 
 So whoever opens sources of imports with a Secret — the operator when it lists, the workers when
 they download — needs `get` on Secrets in the ImageImports' namespaces.
