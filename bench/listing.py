@@ -9,7 +9,7 @@ from typing import Any
 from bench.sources import folder_url, listed_folder, start_drive
 from bench.stats import rounded
 from imageimport.settings import Settings
-from imageimport.sources.base import open_source
+from imageimport.sources.registry import open_source
 
 
 def run_listing(count: int, latency_s: float, work_dir: Path) -> dict[str, Any]:

@@ -32,7 +32,9 @@ from imageimport.errors import DatabaseUnavailable, ImageImportError
 from imageimport.settings import Settings
 
 if TYPE_CHECKING:
-    from imageimport.pipeline.embedded import Snapshot
+    from imageimport.runtime import Runtime
+    from imageimport.services.embedded import Snapshot
+    from imageimport.services.stack import Services
 
 app = typer.Typer(
     help="Import images from public Google Drive and Dropbox folders.",
@@ -52,11 +54,18 @@ def _settings() -> Settings:
         raise typer.Exit(2) from None
 
 
-def _runtime(settings: Settings) -> Any:
+def _runtime(settings: Settings) -> Runtime:
     from imageimport.runtime import Runtime
 
     with _database_errors(settings):
         return Runtime(settings)
+
+
+def _services(settings: Settings) -> Services[Runtime]:
+    from imageimport.services.stack import open_services
+
+    with _database_errors(settings):
+        return open_services(settings)
 
 
 @contextmanager
@@ -123,9 +132,8 @@ def import_(
 ) -> None:
     """Import every image of a folder into the configured store, with a live progress bar.
     Without NATS, an import of the same folder that was interrupted is finished instead."""
-    from imageimport.pipeline.embedded import run_import
-    from imageimport.queue import make_queue
-    from imageimport.sources.base import parse_folder_url
+    from imageimport.services.embedded import run_import
+    from imageimport.sources.registry import parse_folder_url
 
     settings = _settings()
     if detach and not settings.nats_url:
@@ -133,12 +141,11 @@ def import_(
         raise typer.Exit(2)
     try:
         parse_folder_url(url)
-        runtime = _runtime(settings)
-        queue = make_queue(settings)
+        services = _services(settings)
     except ImageImportError as error:
         raise _fail(error) from None
     if detach:
-        _plan_detached(runtime, queue, url)
+        _plan_detached(services, url)
         return
 
     def resuming(import_id: str) -> None:
@@ -150,19 +157,18 @@ def import_(
     try:
         with _progress() as show:
             result = run_import(
-                runtime,
+                services.runtime,
                 url,
                 concurrency or settings.concurrency,
                 show,
-                queue=queue,
+                queue=services.queue,
                 local_workers=local_workers if local_workers is not None else not settings.nats_url,
                 on_resume=resuming,
             )
     except ImageImportError as error:
         raise _fail(error) from None
     finally:
-        queue.close()
-        runtime.close()
+        services.close()
     _finish(settings, [result])
 
 
@@ -207,18 +213,15 @@ def _finish(settings: Settings, results: list[Snapshot]) -> None:
         raise typer.Exit(1)
 
 
-def _plan_detached(runtime: Any, queue: Any, url: str) -> None:
-    from imageimport.imports import Importer
-    from imageimport.pipeline.embedded import snapshot
+def _plan_detached(services: Services[Runtime], url: str) -> None:
+    from imageimport.services.embedded import snapshot
 
     try:
-        importer = Importer(runtime, queue)
-        import_id = importer.start(url)
-        importer.wait()
-        snap = snapshot(runtime, import_id)
+        import_id = services.importer.start(url)
+        services.importer.wait()
+        snap = snapshot(services.runtime, import_id)
     finally:
-        queue.close()
-        runtime.close()
+        services.close()
     print(import_id)
     console.print(f"{snap.state}: {snap.counters.discovered} files queued for the workers.")
     if snap.state == "failed":
@@ -235,30 +238,27 @@ def resume(
     """Finish the imports a crash or restart interrupted. Without NATS, this process does the
     work, with the progress, summary and exit code of `import`; with NATS, it lists again the
     interrupted listings and returns (the workers do the rest)."""
-    from imageimport.imports import Importer
-    from imageimport.pipeline.embedded import resume_imports
-    from imageimport.queue import make_queue
+    from imageimport.services.embedded import resume_imports
 
     settings = _settings()
     try:
-        runtime = _runtime(settings)
-        queue = make_queue(settings)
+        services = _services(settings)
     except ImageImportError as error:
         raise _fail(error) from None
     try:
-        if queue.durable:
-            importer = Importer(runtime, queue)
-            resumed = importer.resume_interrupted()
-            importer.wait()
+        if services.queue.durable:
+            resumed = services.importer.resume_interrupted()
+            services.importer.wait()
             console.print(f"Resumed {len(resumed)} import(s).")
             return
         with _progress() as show:
-            results = resume_imports(runtime, concurrency or settings.concurrency, show, queue)
+            results = resume_imports(
+                services.runtime, concurrency or settings.concurrency, show, services.queue
+            )
     except ImageImportError as error:
         raise _fail(error) from None
     finally:
-        queue.close()
-        runtime.close()
+        services.close()
     if not results:
         console.print("No interrupted import to finish.")
         return
@@ -562,13 +562,11 @@ def _run_api(settings: Settings, host: str, port: int, local_workers: bool) -> N
     import uvicorn
 
     from imageimport.api import create_app
-    from imageimport.queue import make_queue
 
     # Opened once up front so a wrong setting is one clear sentence here, not a traceback
     # from the server's startup.
     try:
-        _runtime(settings).close()
-        make_queue(settings).close()
+        _services(settings).close()
     except ImageImportError as error:
         raise _fail(error) from None
     _warn_about_access(settings, host, port)

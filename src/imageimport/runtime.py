@@ -14,7 +14,8 @@ from imageimport.db.migrate import upgrade
 from imageimport.db.models import Import
 from imageimport.housekeeping import Housekeeper
 from imageimport.settings import Settings
-from imageimport.sources.base import Source, open_source
+from imageimport.sources.base import Source
+from imageimport.sources.registry import open_source
 from imageimport.storage import make_store
 from imageimport.storage.base import ObjectStore
 

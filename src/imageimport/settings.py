@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     # record at a time, never held, and refused past this size: enough for ZIP_MAX_ENTRIES
     # files with 600-byte paths (real ones are under 260 characters). Each file costs the
     # open archive's index a bounded few hundred bytes, and a process keeps at most this many
-    # archives open (pipeline/memory.py counts both; sources/open_archives.py).
+    # archives open (pipeline/memory.py counts both; sources/dropbox/open_archives.py).
     zip_max_index_bytes: int = Field(default=128 * 1024**2, gt=0)
     zip_max_open_archives: int = Field(default=2, ge=1)
 

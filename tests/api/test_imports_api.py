@@ -20,7 +20,7 @@ from imageimport.api.deps import get_starter
 from imageimport.api.routers import imports as imports_router
 from imageimport.errors import InvalidSourceURL
 from imageimport.settings import Settings
-from imageimport.sources.base import parse_folder_url
+from imageimport.sources.registry import parse_folder_url
 from tests.api.conftest import (
     GOOD,
     PRIVATE,

@@ -109,7 +109,7 @@ def test_worker_waits_for_an_unreachable_nats_and_says_so(tmp_path: Path) -> Non
         )
     try:
         expected = (
-            "WARNING imageimport.waiting: waiting for NATS: Cannot connect to NATS at "
+            "WARNING imageimport.services.waiting: waiting for NATS: Cannot connect to NATS at "
             "nats://***@127.0.0.1:1 within 1 seconds (connection refused); check NATS_URL and "
             "that the NATS server is running and reachable from here."
         )

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from imageimport.pipeline.memory import memory_bound
+from imageimport.pipeline.pool import PULL_SECONDS, STOP_BOUND_SECONDS
 from imageimport.queue.nats import DURABLE, STREAM
 from imageimport.settings import Settings
-from imageimport.worker.pool import PULL_SECONDS, STOP_BOUND_SECONDS
 from tests.k8s.conftest import NAMESPACE, VARIANTS, Rendered
 from tests.k8s.manifests import object_id, validate_object
 

@@ -10,7 +10,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from imageimport.sources.base import parse_folder_url
+from imageimport.sources.registry import parse_folder_url
 from tests.k8s.manifests import (
     CHART_CRD_FILE,
     CRD_FILE,

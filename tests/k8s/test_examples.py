@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from imageimport.sources.base import parse_folder_url
+from imageimport.sources.registry import parse_folder_url
 from tests.k8s.manifests import EXAMPLES, load_file, object_id, validate_object
 
 EXAMPLE_FILES = {

@@ -14,10 +14,11 @@ import kopf
 import pytest
 from kubernetes import client
 
-from imageimport.imports import Importer
-from imageimport.operator.credentials import CredentialedRuntime, KubernetesSecretReader
+from imageimport.kube.secrets import KubernetesSecretReader
 from imageimport.operator.handlers import OperatorContext
 from imageimport.queue.nats import NatsQueue
+from imageimport.services.credentials import CredentialedRuntime
+from imageimport.services.imports import Importer
 from imageimport.settings import Settings
 from tests.distributed.cluster import Cluster, purge_stream
 from tests.fakes.folder import FakeFolder

@@ -15,10 +15,10 @@ from sqlalchemy import create_engine, select
 
 from imageimport.api import create_app
 from imageimport.db.models import Import
-from imageimport.imports import Importer
-from imageimport.operator.credentials import CredentialedRuntime
 from imageimport.operator.handlers import OperatorContext
 from imageimport.queue.memory import MemoryQueue
+from imageimport.services.credentials import CredentialedRuntime
+from imageimport.services.imports import Importer
 from imageimport.settings import Settings
 from tests.api.conftest import TEST_CLIENT_HOSTS, assert_problem
 from tests.fakes.folder import big_folder

@@ -110,7 +110,7 @@ def test_the_operator_waits_for_its_database_and_says_so(tmp_path: Path) -> None
         },
     )
     output = _waits_then_stops(
-        process, log_path, "WARNING imageimport.waiting: waiting for the database:"
+        process, log_path, "WARNING imageimport.services.waiting: waiting for the database:"
     )
     assert "db-secret-5521" not in output
 
@@ -126,7 +126,7 @@ def test_the_operator_waits_for_nats_and_says_so(tmp_path: Path, postgres_databa
         },
     )
     expected = (
-        "WARNING imageimport.waiting: waiting for NATS: Cannot connect to NATS at "
+        "WARNING imageimport.services.waiting: waiting for NATS: Cannot connect to NATS at "
         "nats://***@127.0.0.1:1 within 1 seconds (connection refused); check NATS_URL and "
         "that the NATS server is running and reachable from here."
     )

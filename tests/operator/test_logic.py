@@ -18,14 +18,16 @@ from sqlalchemy import select
 from imageimport.db import repo
 from imageimport.db.models import Image, Import, ImportItem
 from imageimport.errors import InvalidSourceURL
-from imageimport.imports import Importer
 from imageimport.operator import logic
-from imageimport.operator.credentials import CredentialedRuntime, SecretRef
+from imageimport.pipeline.pool import WorkerPool
 from imageimport.queue.base import Job
 from imageimport.queue.nats import NatsQueue
+from imageimport.services.credentials import CredentialedRuntime, SecretRef
+from imageimport.services.imports import Importer, ensure_import, record_import
+from imageimport.services.options import SpecError, check_spec
 from imageimport.settings import Settings
-from imageimport.sources.base import RemoteFile, parse_folder_url
-from imageimport.worker.pool import WorkerPool
+from imageimport.sources.base import RemoteFile
+from imageimport.sources.registry import parse_folder_url
 from tests.distributed.cluster import purge_stream, stream_last_sequence
 from tests.fakes.folder import FakeFile, FakeFolder, big_folder, make_image
 from tests.pipeline.routes import API_KEY, start_route
@@ -142,18 +144,16 @@ def counts(runtime: CredentialedRuntime, import_id: str) -> dict[str, int]:
 def test_ensure_import_is_idempotent_across_restarts_and_replicas(world: World) -> None:
     runtime = world.runtime()
     first = world.importer(runtime)
-    import_id = logic.ensure_import(
-        runtime, first, "uid-1", spec(BIG), namespace=NAMESPACE, name="big"
-    )
+    import_id = ensure_import(runtime, first, "uid-1", spec(BIG), namespace=NAMESPACE, name="big")
     first.wait(60)
     assert counts(runtime, import_id) == {"discovered": 450, "pending": 450, "done": 0}
     assert stream_last_sequence(world.nats_url) == 450
 
     # The same resource seen again: by this operator, by a restarted one, by a second replica.
-    again = logic.ensure_import(runtime, first, "uid-1", spec(BIG), namespace=NAMESPACE, name="big")
+    again = ensure_import(runtime, first, "uid-1", spec(BIG), namespace=NAMESPACE, name="big")
     replica_runtime = world.runtime()
     replica = world.importer(replica_runtime)
-    other = logic.ensure_import(
+    other = ensure_import(
         replica_runtime, replica, "uid-1", spec(BIG), namespace=NAMESPACE, name="big"
     )
     first.wait(60)
@@ -170,7 +170,7 @@ def test_ensure_import_is_idempotent_across_restarts_and_replicas(world: World) 
 def test_a_listing_cut_short_is_listed_again_without_publishing_twice(world: World) -> None:
     runtime = world.runtime()
     # What a killed operator leaves: the import recorded, listing, its first page published.
-    import_id = logic.record_import(runtime, "uid-2", spec(BIG), namespace=NAMESPACE, name="big")
+    import_id = record_import(runtime, "uid-2", spec(BIG), namespace=NAMESPACE, name="big")
     with runtime.session() as session:
         assert repo.advance_import(session, import_id, "listing")
     first_page = [
@@ -185,7 +185,7 @@ def test_a_listing_cut_short_is_listed_again_without_publishing_twice(world: Wor
 
     restarted = world.importer(world.runtime())
     assert (
-        logic.ensure_import(
+        ensure_import(
             restarted.runtime, restarted, "uid-2", spec(BIG), namespace=NAMESPACE, name="big"
         )
         == import_id
@@ -198,9 +198,9 @@ def test_a_listing_cut_short_is_listed_again_without_publishing_twice(world: Wor
 
 def test_an_import_recorded_by_the_api_first_is_the_one_the_operator_lists(world: World) -> None:
     runtime = world.runtime()
-    recorded = logic.record_import(runtime, "uid-3", spec(FOLDER_A), namespace=NAMESPACE, name="a")
+    recorded = record_import(runtime, "uid-3", spec(FOLDER_A), namespace=NAMESPACE, name="a")
     importer = world.importer(runtime)
-    listed = logic.ensure_import(
+    listed = ensure_import(
         runtime, importer, "uid-3", spec(FOLDER_A), namespace=NAMESPACE, name="a"
     )
     importer.wait(30)
@@ -222,8 +222,8 @@ def test_a_spec_the_workers_would_not_honour_is_refused(
     world: World, extra: dict[str, Any], message: str
 ) -> None:
     runtime = world.runtime()
-    with pytest.raises(logic.SpecError, match=message):
-        logic.ensure_import(
+    with pytest.raises(SpecError, match=message):
+        ensure_import(
             runtime,
             world.importer(runtime),
             "uid-x",
@@ -236,7 +236,7 @@ def test_a_spec_the_workers_would_not_honour_is_refused(
 
 def test_what_the_installation_does_is_accepted_and_a_bad_link_is_refused(world: World) -> None:
     settings = world.settings.model_copy(update={"s3_bucket": "photos", "s3_prefix": "imports/"})
-    logic.check_spec(
+    check_spec(
         spec(
             FOLDER_A,
             destination={"bucket": "photos", "prefix": "imports"},
@@ -251,7 +251,7 @@ def test_what_the_installation_does_is_accepted_and_a_bad_link_is_refused(world:
         settings,
     )
     with pytest.raises(InvalidSourceURL):
-        logic.check_spec({"source": {"url": "https://example.com/folder"}}, settings)
+        check_spec({"source": {"url": "https://example.com/folder"}}, settings)
 
 
 # -- status ------------------------------------------------------------------------------------
@@ -277,7 +277,7 @@ def test_status_follows_the_import_and_transition_times_move_only_on_change(
     world: World,
 ) -> None:
     runtime = world.runtime()
-    import_id = logic.record_import(runtime, "uid-4", spec(FOLDER_A), namespace=NAMESPACE, name="a")
+    import_id = record_import(runtime, "uid-4", spec(FOLDER_A), namespace=NAMESPACE, name="a")
     pending = logic.status_for(runtime, import_id, 1, None, now=T1)
     assert pending == {
         "phase": "Pending",
@@ -347,8 +347,8 @@ def test_status_follows_the_import_and_transition_times_move_only_on_change(
 
 def test_resource_phases_are_read_for_every_resource_at_once(world: World) -> None:
     runtime = world.runtime()
-    first = logic.record_import(runtime, "uid-p1", spec(FOLDER_A), namespace=NAMESPACE, name="a")
-    second = logic.record_import(runtime, "uid-p2", spec(FOLDER_A), namespace=NAMESPACE, name="b")
+    first = record_import(runtime, "uid-p1", spec(FOLDER_A), namespace=NAMESPACE, name="a")
+    second = record_import(runtime, "uid-p2", spec(FOLDER_A), namespace=NAMESPACE, name="b")
     with runtime.session() as session:
         assert repo.advance_import(session, second, "listing")
         # An import of the API's standalone mode has no resource: not read.
@@ -358,7 +358,7 @@ def test_resource_phases_are_read_for_every_resource_at_once(world: World) -> No
 
 def test_a_failed_listing_says_why(world: World) -> None:
     runtime = world.runtime()
-    import_id = logic.record_import(runtime, "uid-5", spec(FOLDER_A), namespace=NAMESPACE, name="a")
+    import_id = record_import(runtime, "uid-5", spec(FOLDER_A), namespace=NAMESPACE, name="a")
     with runtime.session() as session:
         repo.advance_import(session, import_id, "listing")
         repo.advance_import(session, import_id, "failed", error="The folder is not shared.")
@@ -379,7 +379,7 @@ def test_a_failed_listing_says_why(world: World) -> None:
 def test_finalize_cancels_what_is_outstanding(world: World) -> None:
     runtime = world.runtime()
     importer = world.importer(runtime)
-    import_id = logic.ensure_import(
+    import_id = ensure_import(
         runtime, importer, "uid-6", spec(FOLDER_A), namespace=NAMESPACE, name="a"
     )
     importer.wait(30)  # no workers: both files stay pending
@@ -405,9 +405,7 @@ def _import_to_the_end(
     world: World, runtime: CredentialedRuntime, uid: str, folder: FakeFolder
 ) -> str:
     importer = world.importer(runtime)
-    import_id = logic.ensure_import(
-        runtime, importer, uid, spec(folder), namespace=NAMESPACE, name=uid
-    )
+    import_id = ensure_import(runtime, importer, uid, spec(folder), namespace=NAMESPACE, name=uid)
     importer.wait(30)
     assert wait_finished(runtime, import_id)["phase"] == "Succeeded"
     return import_id
@@ -460,7 +458,7 @@ def test_the_secrets_credentials_reach_the_planner_and_the_workers(world: World)
         "url": url(SECRET_FOLDER), "credentialsSecretRef": {"name": "drive-key"}
     })  # fmt: skip
     importer = world.importer(operator_runtime)
-    import_id = logic.ensure_import(
+    import_id = ensure_import(
         operator_runtime, importer, "uid-c", with_secret, credentials,
         namespace=NAMESPACE, name="c",
     )  # fmt: skip
@@ -476,7 +474,7 @@ def test_the_secrets_credentials_reach_the_planner_and_the_workers(world: World)
     assert API_KEY not in json.dumps(options)
 
     # The same folder without the Secret fails on the installation's wrong key.
-    plain = logic.ensure_import(
+    plain = ensure_import(
         operator_runtime, importer, "uid-d", spec(SECRET_FOLDER), namespace=NAMESPACE, name="d"
     )
     importer.wait(30)

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import func, select
 
 from imageimport.db.models import Image, ImportItem
-from imageimport.pipeline.embedded import run_import
 from imageimport.runtime import Runtime
+from imageimport.services.embedded import run_import
 from imageimport.settings import Settings
 from tests.fakes.folder import TAKEN_AT, Expected, FakeFolder, sample_folder
 from tests.fakes.server import Fault, FaultPlan

@@ -17,8 +17,8 @@ from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imageimport.db.models import Image, ImportItem
-from imageimport.pipeline.embedded import Snapshot, run_import
 from imageimport.runtime import Runtime
+from imageimport.services.embedded import Snapshot, run_import
 from imageimport.settings import Settings
 from tests.fakes.dropbox import make_dropbox_app, shared_link
 from tests.fakes.folder import FakeFolder

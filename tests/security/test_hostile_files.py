@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from imageimport.sources import gdrive_public
+from imageimport.sources.gdrive import public as gdrive_public
 from tests.fakes.folder import FakeFile
 from tests.security.conftest import (
     ROUTES,

@@ -24,11 +24,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imageimport.api import create_app
 from imageimport.db.models import Image, ImportItem
-from imageimport.imports import Importer
+from imageimport.pipeline.pool import WorkerPool
 from imageimport.queue.memory import MemoryQueue
+from imageimport.services.imports import Importer
 from imageimport.settings import Settings
 from imageimport.sources.listing import MAX_ID_CHARS, MAX_NAME_CHARS, MAX_PATH_CHARS
-from imageimport.worker.pool import WorkerPool
 from tests.commands import run_imageimport
 from tests.fakes.dropbox import link_key, rlkey
 from tests.fakes.folder import FakeFile, FakeFolder

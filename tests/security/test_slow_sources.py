@@ -30,14 +30,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imageimport.cli import HTTP_SHUTDOWN_SECONDS
 from imageimport.db.models import ImportItem
-from imageimport.imports import Importer
-from imageimport.pipeline.embedded import snapshot
+from imageimport.pipeline.pool import STOP_BOUND_SECONDS, WorkerPool
 from imageimport.queue.base import JobQueue
 from imageimport.queue.memory import MemoryQueue
 from imageimport.queue.nats import NatsQueue
 from imageimport.runtime import Runtime
+from imageimport.services.embedded import snapshot
+from imageimport.services.imports import Importer
 from imageimport.settings import Settings
-from imageimport.worker.pool import STOP_BOUND_SECONDS, WorkerPool
 from tests.commands import run_imageimport
 from tests.distributed.cluster import purge_stream
 from tests.fakes.folder import FakeFile, FakeFolder, make_image

@@ -14,8 +14,9 @@ from starlette.responses import PlainTextResponse
 
 from imageimport.errors import ImageImportError, InvalidSourceURL
 from imageimport.settings import Settings
-from imageimport.sources.base import RemoteFile, open_source, parse_folder_url
+from imageimport.sources.base import RemoteFile
 from imageimport.sources.http import make_http_client
+from imageimport.sources.registry import open_source, parse_folder_url
 from tests.fakes.folder import FakeFile, FakeFolder, make_image
 from tests.fakes.server import RunningServer
 from tests.security.conftest import (

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from imageimport.settings import Settings
 from imageimport.sources.base import FolderRef, RemoteFile, Source
-from imageimport.sources.gdrive import canonical_folder_url
+from imageimport.sources.gdrive.links import canonical_folder_url
 from tests.fakes.folder import FakeFolder
 from tests.fakes.gdrive import FakeDrive
 from tests.fakes.server import RunningServer

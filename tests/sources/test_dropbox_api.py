@@ -12,7 +12,7 @@ from imageimport.errors import ItemError, SourceUnavailable, TransientError
 from imageimport.settings import Settings
 from imageimport.sources.base import RemoteFile
 from imageimport.sources.dropbox import provider
-from imageimport.sources.dropbox_api import DropboxApiSource
+from imageimport.sources.dropbox.api import DropboxApiSource
 from tests.fakes.dropbox import FakeDropbox, content_hash, make_dropbox_app, shared_link
 from tests.fakes.folder import FakeFile, FakeFolder, big_folder, sample_folder
 from tests.fakes.server import Fault, FaultPlan, RunningServer

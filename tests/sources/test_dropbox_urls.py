@@ -6,9 +6,10 @@ import pytest
 
 from imageimport.errors import InvalidSourceURL
 from imageimport.settings import Settings
-from imageimport.sources.dropbox import provider, with_web_base
-from imageimport.sources.dropbox_api import DropboxApiSource
-from imageimport.sources.dropbox_zip import DropboxZipSource
+from imageimport.sources.dropbox import provider
+from imageimport.sources.dropbox.api import DropboxApiSource
+from imageimport.sources.dropbox.links import with_web_base
+from imageimport.sources.dropbox.zip import DropboxZipSource
 
 FOLDER = "abc123XYZ_-"
 KEY = "AAB-Cd_ef12"

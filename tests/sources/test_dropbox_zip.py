@@ -21,10 +21,10 @@ from imageimport.errors import ItemError, SourceUnavailable
 from imageimport.pipeline.download import HEARTBEAT_SECONDS, Interrupted, Limits, download
 from imageimport.pipeline.memory import zip_archive_bytes
 from imageimport.settings import Settings
-from imageimport.sources import dropbox_zip, open_archives
 from imageimport.sources.base import RemoteFile
-from imageimport.sources.dropbox import provider
-from imageimport.sources.dropbox_zip import DropboxZipSource
+from imageimport.sources.dropbox import open_archives, provider
+from imageimport.sources.dropbox import zip as dropbox_zip
+from imageimport.sources.dropbox.zip import DropboxZipSource
 from imageimport.sources.http import CHUNK_SIZE
 from tests.fakes.dropbox import FakeDropbox, make_dropbox_app, shared_link
 from tests.fakes.folder import FakeFile, FakeFolder, sample_folder

@@ -13,8 +13,8 @@ import pytest
 from imageimport.errors import ItemError, SourceUnavailable, TransientError
 from imageimport.settings import Settings
 from imageimport.sources.base import FolderRef, RemoteFile
-from imageimport.sources.gdrive import canonical_folder_url
-from imageimport.sources.gdrive_api import DriveApiSource
+from imageimport.sources.gdrive.api import DriveApiSource
+from imageimport.sources.gdrive.links import canonical_folder_url
 from imageimport.sources.http import CHUNK_SIZE
 from tests.fakes.folder import FakeFile, FakeFolder, big_folder, make_image, sample_folder
 from tests.fakes.gdrive import make_gdrive_app

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from imageimport.errors import ItemError, SourceUnavailable, TransientError
 from imageimport.settings import Settings
 from imageimport.sources.base import RemoteFile
-from imageimport.sources.gdrive_public import (
+from imageimport.sources.gdrive.public import (
     DrivePublicSource,
     parse_download_form,
     parse_folder_page,

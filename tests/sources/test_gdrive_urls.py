@@ -8,10 +8,11 @@ import pytest
 
 from imageimport.errors import InvalidSourceURL
 from imageimport.settings import Settings
-from imageimport.sources.base import open_source, parse_folder_url
-from imageimport.sources.gdrive import GoogleDriveProvider, parse_drive_url
-from imageimport.sources.gdrive_api import DriveApiSource
-from imageimport.sources.gdrive_public import DrivePublicSource
+from imageimport.sources.gdrive import GoogleDriveProvider
+from imageimport.sources.gdrive.api import DriveApiSource
+from imageimport.sources.gdrive.links import parse_drive_url
+from imageimport.sources.gdrive.public import DrivePublicSource
+from imageimport.sources.registry import open_source, parse_folder_url
 
 ID = "1AbCdEfGhIjKlMnOpQrStUvWxYz012345"  # 33 characters, like a real folder id
 OLD_ID = "0B8Ycj67zPk24QzV2b2tfaDVOZlU"  # the older 28-character form

@@ -31,12 +31,10 @@ from imageimport.api.routers.health import Prober
 from imageimport.api.security_headers import SecurityHeadersMiddleware, page_policy
 from imageimport.api.trusted_hosts import TrustedHostMiddleware
 from imageimport.errors import ImageImportError
-from imageimport.imports import Importer
-from imageimport.queue import make_queue
 from imageimport.runtime import Runtime
+from imageimport.services.stack import open_services
 from imageimport.settings import Settings
 from imageimport.storage.base import ObjectStore
-from imageimport.worker.pool import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -61,28 +59,17 @@ def create_app(settings: Settings | None = None, *, local_workers: bool = True) 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime(settings)
+        services = open_services(settings, workers=settings.concurrency if local_workers else 0)
+        app.state.runtime, app.state.queue = services.runtime, services.queue
+        app.state.importer = services.importer
         try:
-            queue = make_queue(settings)
-        except BaseException:
-            runtime.close()
-            raise
-        importer = Importer(runtime, queue)
-        pool = WorkerPool(runtime, queue, settings.concurrency) if local_workers else None
-        app.state.runtime, app.state.queue = runtime, queue
-        app.state.importer, app.state.pool = importer, pool
-        if pool is not None:
-            pool.start()
-        try:
+            services.start()
             if settings.mode != "kubernetes":  # there, the operator resumes listings
-                importer.resume_interrupted()
+                services.importer.resume_interrupted()
             yield
         finally:
             # Off the event loop: jobs in hand get to finish while responses still flow.
-            if pool is not None:
-                await anyio.to_thread.run_sync(pool.stop)
-            queue.close()
-            runtime.close()
+            await anyio.to_thread.run_sync(services.close)
 
     app = FastAPI(
         title="imageimport",

@@ -10,9 +10,9 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from imageimport.api.pagination import Cursors
-from imageimport.imports import Importer
 from imageimport.queue.base import JobQueue
 from imageimport.runtime import Runtime
+from imageimport.services.imports import Importer
 from imageimport.settings import Settings
 from imageimport.storage.base import ObjectStore
 

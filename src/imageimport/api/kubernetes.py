@@ -18,8 +18,7 @@ from starlette.datastructures import State
 
 from imageimport.api.problems import Problem
 from imageimport.errors import ConfigError, TransientError
-from imageimport.operator import logic
-from imageimport.operator.kube import (
+from imageimport.kube.cluster import (
     API_VERSION,
     GROUP,
     KIND,
@@ -29,6 +28,8 @@ from imageimport.operator.kube import (
     current_namespace,
 )
 from imageimport.runtime import Runtime
+from imageimport.services.imports import record_import
+from imageimport.services.options import KNOWN_OPTIONS, SpecError, check_spec
 
 
 class ResourceStarter:
@@ -45,24 +46,24 @@ class ResourceStarter:
         spec = self.spec(url, options)
         created = self._create(spec)
         meta = created["metadata"]
-        return logic.record_import(
+        return record_import(
             self.runtime, meta["uid"], spec, namespace=self.namespace, name=meta["name"]
         )
 
     def spec(self, url: str, options: dict[str, Any]) -> dict[str, Any]:
         """The resource's spec; 422 problems before anything is created."""
-        unknown = sorted(set(options) - set(logic.KNOWN_OPTIONS))
+        unknown = sorted(set(options) - set(KNOWN_OPTIONS))
         if unknown:
             raise _invalid_options(
                 f"Unknown option(s) {', '.join(unknown)}: in Kubernetes mode the options are an "
-                f"ImageImport's spec.options ({', '.join(logic.KNOWN_OPTIONS)})."
+                f"ImageImport's spec.options ({', '.join(KNOWN_OPTIONS)})."
             )
         spec: dict[str, Any] = {"source": {"url": url}}
         if options:
             spec["options"] = dict(options)
         try:
-            logic.check_spec(spec, self.runtime.settings)  # InvalidSourceURL answers 422 itself
-        except logic.SpecError as error:
+            check_spec(spec, self.runtime.settings)  # InvalidSourceURL answers 422 itself
+        except SpecError as error:
             raise _invalid_options(str(error)) from None
         return spec
 

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, overload
+from typing import Any, Protocol, overload
 
 from sqlalchemy import Insert, Table, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -20,7 +20,6 @@ from imageimport.db.models import (
     ImportItem,
     utcnow,
 )
-from imageimport.sources.base import FolderRef, RemoteFile
 
 # States an import may move to from each state: it only ever moves forward.
 _NEXT_STATES: dict[str, frozenset[str]] = {
@@ -28,6 +27,38 @@ _NEXT_STATES: dict[str, frozenset[str]] = {
     "listing": frozenset({"importing", *TERMINAL_IMPORT_STATES}),
     "importing": TERMINAL_IMPORT_STATES,
 }
+
+
+class Folder(Protocol):
+    """The folder an import reads, such as a `sources.base.FolderRef` (db imports no source)."""
+
+    @property
+    def provider(self) -> str: ...
+    @property
+    def folder_id(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+
+
+class ListedFile(Protocol):
+    """What `add_items` records of a file a listing found, such as a `sources.base.RemoteFile`."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def size(self) -> int | None: ...
+    @property
+    def mime_type(self) -> str | None: ...
+    @property
+    def checksum(self) -> str | None: ...
+    @property
+    def extra(self) -> dict[str, Any]: ...
+    @property
+    def refused(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -92,7 +123,7 @@ def _insert(session: Session, table: Table | Any) -> Insert:
 
 def create_import(
     session: Session,
-    ref: FolderRef,
+    ref: Folder,
     options: dict[str, Any] | None = None,
     external_id: str | None = None,
 ) -> Import:
@@ -132,9 +163,9 @@ def advance_import(session: Session, import_id: str, state: str, error: str | No
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def add_items(session: Session, import_id: str, files: Sequence[RemoteFile]) -> list[ImportItem]:
+def add_items(session: Session, import_id: str, files: Sequence[ListedFile]) -> list[ImportItem]:
     """Record listed files (idempotent per remote id) and return the ones still pending.
-    Refused files (`RemoteFile.refused`) are recorded as failed with their reason."""
+    Refused files (`ListedFile.refused`) are recorded as failed with their reason."""
     if not files:
         return []
     rows = [

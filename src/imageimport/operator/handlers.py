@@ -1,5 +1,5 @@
 """The Kopf handlers of the ImageImport operator: thin, idempotent wrappers around
-`imageimport.operator.logic`.
+`imageimport.operator.logic` and `imageimport.services.imports`.
 
 - create / resume: record the import under the resource's uid and have it listed; write status.
 - a timer every few seconds while the phase is not final: status from the database. Its `when`
@@ -30,10 +30,11 @@ from typing import Any
 import kopf
 
 from imageimport.errors import ConfigError, ImageImportError, InvalidSourceURL, TransientError
-from imageimport.imports import Importer
+from imageimport.kube.cluster import GROUP, PLURAL, VERSION
 from imageimport.operator import logic
-from imageimport.operator.credentials import CredentialedRuntime, SecretRef
-from imageimport.operator.kube import GROUP, PLURAL, VERSION
+from imageimport.services.credentials import CredentialedRuntime, SecretRef
+from imageimport.services.imports import Importer, ensure_import, import_id_for
+from imageimport.services.options import SpecError
 
 FINALIZER = "imageimport.dev/finalizer"
 ANNOTATIONS_PREFIX = "imageimport.dev"
@@ -138,7 +139,7 @@ def start(
     previous = status.get("conditions")
     try:
         credentials = _read_credentials(context, spec, namespace)
-        import_id = logic.ensure_import(
+        import_id = ensure_import(
             context.runtime,
             context.importer,
             uid,
@@ -147,7 +148,7 @@ def start(
             namespace=namespace,
             name=name,
         )
-    except (InvalidSourceURL, logic.SpecError) as error:
+    except (InvalidSourceURL, SpecError) as error:
         # Permanent: a new spec means a new resource.
         _write(patch, status, logic.rejected_status(str(error), generation, previous))
         kopf.warn(body, reason="InvalidSpec", message=str(error))
@@ -174,7 +175,7 @@ def progress(
     **_: Any,
 ) -> None:
     context: OperatorContext = memo.context
-    import_id = status.get("importId") or logic.import_id_for(context.runtime, uid)
+    import_id = status.get("importId") or import_id_for(context.runtime, uid)
     if import_id is None:
         return  # the start handler has not recorded it yet (e.g. it waits for a Secret)
     new = logic.status_for(

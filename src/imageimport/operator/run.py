@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from sqlalchemy.engine import make_url
 
 from imageimport.errors import ConfigError
-from imageimport.imports import Importer
-from imageimport.operator.kube import current_namespace
+from imageimport.kube.cluster import current_namespace
+from imageimport.services.stack import services_when_up
+from imageimport.services.waiting import StopFlag
 from imageimport.settings import Settings
-from imageimport.waiting import StopFlag, services_when_up
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +80,8 @@ def run_operator(settings: Settings, options: OperatorOptions) -> None:
     services = services_when_up(settings, StopFlag().on_signals())
     if services is None:
         return
-    runtime, queue = services
-    try:
-        context = OperatorContext(runtime, Importer(runtime, queue))
+    with services:
+        context = OperatorContext(services.runtime, services.importer)
         log.info(
             "serving ImageImports in %s",
             ", ".join(namespaces) if namespaces else "all namespaces",
@@ -100,6 +99,3 @@ def run_operator(settings: Settings, options: OperatorOptions) -> None:
             liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz",
             memo=kopf.Memo(context=context),
         )
-    finally:
-        queue.close()
-        runtime.close()

@@ -1,12 +1,2 @@
-"""Where images come from: one `Source` interface, one module per provider."""
-
-from imageimport.sources.base import (
-    FolderRef,
-    RemoteFile,
-    Source,
-    open_source,
-    parse_folder_url,
-    register,
-)
-
-__all__ = ["FolderRef", "RemoteFile", "Source", "open_source", "parse_folder_url", "register"]
+"""Where images come from: one `Source` interface (`base`), the registry that picks the
+provider for a link (`registry`), and one package per provider, all listed in `all`."""

@@ -1,7 +1,8 @@
-"""The one interface every source implements, and the registry that picks one for a URL.
+"""The one interface every source implements, what a provider offers, and the checks every
+pasted link passes before any provider sees it.
 
 Modelled on rclone's backends: a provider parses the URLs it owns and opens a `Source`;
-adding a provider (OneDrive, an S3 bucket, ...) is one new module that calls `register`.
+`imageimport.sources.registry` picks the provider for a link.
 """
 
 from __future__ import annotations
@@ -89,47 +90,12 @@ class Provider(Protocol):
     def open(self, ref: FolderRef, settings: Settings) -> Source: ...
 
 
-_providers: dict[str, Provider] = {}
-
-
-def register(provider: Provider) -> Provider:
-    _providers[provider.name] = provider
-    return provider
-
-
-def providers() -> dict[str, Provider]:
-    _load_builtin_providers()
-    return dict(_providers)
-
-
-def parse_folder_url(url: str) -> FolderRef:
-    """Parse any folder link a user may paste; a clear InvalidSourceURL otherwise."""
-    _load_builtin_providers()
-    text = (url or "").strip()
-    if not text:
-        raise InvalidSourceURL("The folder URL is empty.")
-    if len(text) > 2048:
-        raise InvalidSourceURL("The folder URL is longer than 2048 characters.")
-    _refuse_tricks(text)
-    for provider in _providers.values():
-        try:
-            ref = provider.parse(text)
-        except ValueError as error:  # urlsplit refuses some garbage, e.g. "http://[::1"
-            raise InvalidSourceURL(f"{_shorten(text)!r} is not a valid URL.") from error
-        if ref is not None:
-            return ref
-    raise InvalidSourceURL(
-        f"{_shorten(text)!r} is not a Google Drive folder link (https://drive.google.com/"
-        "drive/folders/...) or a Dropbox shared folder link (https://www.dropbox.com/scl/fo/...)."
-    )
-
-
-def _refuse_tricks(text: str) -> None:
+def refuse_link_tricks(text: str) -> None:
     """Refuse what real folder links never contain but URL parsers disagree about, so that a
     link cannot look like one host to a person (or another parser) and another to us."""
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
         raise InvalidSourceURL("The folder URL contains control characters (line breaks, tabs…).")
-    shown = _shorten(text)
+    shown = shorten(text)
     if "\\" in text:
         raise InvalidSourceURL(f"{shown!r} contains a backslash, which folder links never have.")
     try:
@@ -144,15 +110,6 @@ def _refuse_tricks(text: str) -> None:
         )
 
 
-def open_source(url_or_ref: str | FolderRef, settings: Settings) -> Source:
-    ref = url_or_ref if isinstance(url_or_ref, FolderRef) else parse_folder_url(url_or_ref)
-    return providers()[ref.provider].open(ref, settings)
-
-
-def _shorten(text: str, limit: int = 120) -> str:
+def shorten(text: str, limit: int = 120) -> str:
+    """A link as quoted in an error message."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _load_builtin_providers() -> None:
-    # Imported here, not at module top, because the provider modules import this one.
-    from imageimport.sources import dropbox, gdrive  # noqa: F401

@@ -9,10 +9,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from imageimport.db import repo
 from imageimport.errors import ConfigError
 from imageimport.runtime import Runtime
+from imageimport.services.credentials import CredentialedRuntime
+from imageimport.services.stack import Services, services_when_up
+from imageimport.services.waiting import StopFlag
 from imageimport.settings import Settings
-from imageimport.waiting import StopFlag, services_when_up
 from imageimport.worker.health import HealthServer
-from imageimport.worker.pool import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -26,29 +27,24 @@ def run_worker(settings: Settings, concurrency: int, health_host: str = "0.0.0.0
             "`imageimport serve` and `imageimport import` process files in their own process.)"
         )
     stop = StopFlag().on_signals()
-    pool: WorkerPool | None = None
-    health = HealthServer(health_host, settings.health_port, lambda: pool is not None)
+    services: Services[CredentialedRuntime] | None = None
+    health = HealthServer(health_host, settings.health_port, lambda: services is not None)
     health.start()
     log.info("worker health and metrics on port %s", health.port)
     try:
         # Dependencies may come up after the worker (compose, Kubernetes): wait for them.
-        services = services_when_up(settings, stop)
+        services = services_when_up(settings, stop, workers=concurrency)
         if services is None:
             return 0
-        runtime, queue = services
-        pool = WorkerPool(runtime, queue, concurrency)
-        pool.start()
-        log.info("worker started: %d concurrent files", concurrency)
-        while not stop.is_set():
-            stop.wait(SWEEP_SECONDS)
-            _sweep(runtime)
-        log.info(
-            "stopping: finishing the files in hand (for up to %g s)",
-            settings.shutdown_grace_seconds,
-        )
-        pool.stop()
-        queue.close()
-        runtime.close()
+        with services:
+            log.info("worker started: %d concurrent files", concurrency)
+            while not stop.is_set():
+                stop.wait(SWEEP_SECONDS)
+                _sweep(services.runtime)
+            log.info(
+                "stopping: finishing the files in hand (for up to %g s)",
+                settings.shutdown_grace_seconds,
+            )
         return 0
     finally:
         health.stop()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import uuid
 from datetime import UTC, datetime
@@ -14,7 +13,7 @@ from pydantic import BeforeValidator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from imageimport.api.deps import CursorsDep, SessionDep, SettingsDep, StoreDep
+from imageimport.api.deps import CursorsDep, RuntimeDep, SessionDep, SettingsDep, StoreDep
 from imageimport.api.pagination import MAX_ID, id_position
 from imageimport.api.problems import (
     Problem,
@@ -24,12 +23,10 @@ from imageimport.api.problems import (
 )
 from imageimport.api.schemas import ImageFormat, ImageOut, ImagePage, Provider
 from imageimport.db.models import Image, ImportItem
-from imageimport.errors import ImageImportError
 from imageimport.pipeline.imaging import THUMBNAIL_CONTENT_TYPE
+from imageimport.services import images
 from imageimport.settings import Settings
 from imageimport.storage.base import ObjectStore
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/images", tags=["images"])
 
@@ -264,20 +261,9 @@ def _etags(header: str) -> set[str]:
     summary="Delete an image and its stored files",
     responses=problem_responses(404, 422),
 )
-def delete_image(image_id: ImageId, session: SessionDep, store: StoreDep) -> Response:
+def delete_image(image_id: ImageId, runtime: RuntimeDep) -> Response:
     """Files of imports that found this image keep their state; their `image_id` becomes
     null. Importing the folder again stores the image again."""
-    image = load_image(session, image_id)
-    sha256, keys = image.sha256, (image.object_key, image.thumbnail_key)
-    session.delete(image)
-    session.commit()
-    # Keys are content-addressed: if an import stored the same picture again meanwhile,
-    # the objects are its objects now.
-    if session.scalar(select(Image.id).where(Image.sha256 == sha256)) is None:
-        for key in keys:
-            try:
-                store.delete(key)
-            except ImageImportError as error:
-                # The row is gone, so nothing points at the object any more: harmless.
-                log.warning("image %s deleted, but not its object %s: %s", image_id, key, error)
+    if not images.delete_images(runtime, images.image(image_id)):
+        raise not_found(f"Image {image_id}")
     return Response(status_code=204)

@@ -39,7 +39,7 @@ from imageimport.errors import (
 )
 from imageimport.settings import Settings, secret
 from imageimport.sources.base import FolderRef, RemoteFile, Source
-from imageimport.sources.gdrive import (
+from imageimport.sources.gdrive.common import (
     FOLDER_MIME,
     PROVIDER,
     SHORTCUT_MIME,

@@ -7,17 +7,16 @@ it unless local workers are asked for."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from imageimport.db import repo
 from imageimport.db.models import TERMINAL_IMPORT_STATES, Import
-from imageimport.imports import Importer
 from imageimport.queue.base import JobQueue
 from imageimport.queue.memory import MemoryQueue
 from imageimport.runtime import Runtime
-from imageimport.worker.pool import WorkerPool
+from imageimport.services.imports import Importer
+from imageimport.services.stack import Services
 
 
 @dataclass(frozen=True)
@@ -55,18 +54,20 @@ def run_import(
     """Import a folder. With a queue that lives in this process, an unfinished import of the
     same folder (its process was interrupted) is carried on instead of starting another one,
     and `on_resume` is told its id."""
-    queue = queue or MemoryQueue()
-    importer = Importer(runtime, queue)
-    with _workers(runtime, queue, concurrency, local_workers):
+    workers = concurrency if local_workers else 0
+    with _services(runtime, queue or MemoryQueue(), workers) as services:
+        importer = services.importer
         import_id = None
-        if not queue.durable:
+        if not services.queue.durable:
             import_id = importer.unfinished_import_of(url)
         if import_id is not None and importer.resume(import_id):
             if on_resume is not None:
                 on_resume(import_id)
         else:
             import_id = importer.start(url)  # a bad URL fails here, before anything is recorded
-        (result,) = _follow(runtime, importer, queue, [import_id], on_progress, poll_seconds)
+        (result,) = _follow(
+            runtime, importer, services.queue, [import_id], on_progress, poll_seconds
+        )
         return result
 
 
@@ -78,25 +79,17 @@ def resume_imports(
     poll_seconds: float = 0.2,
 ) -> list[Snapshot]:
     """Finish, in this process, every import that an interrupted process left unfinished."""
-    queue = queue or MemoryQueue()
-    importer = Importer(runtime, queue)
-    with _workers(runtime, queue, concurrency, True):
-        resumed = importer.resume_interrupted()
-        return _follow(runtime, importer, queue, resumed, on_progress, poll_seconds)
+    with _services(runtime, queue or MemoryQueue(), concurrency) as services:
+        resumed = services.importer.resume_interrupted()
+        return _follow(
+            runtime, services.importer, services.queue, resumed, on_progress, poll_seconds
+        )
 
 
-@contextmanager
-def _workers(runtime: Runtime, queue: JobQueue, concurrency: int, enabled: bool) -> Iterator[None]:
+def _services(runtime: Runtime, queue: JobQueue, workers: int) -> Services[Runtime]:
     # Every slot for these imports: sharing slots between imports matters in the long-running
     # processes (serve, worker), where other people's imports wait.
-    pool = WorkerPool(runtime, queue, concurrency, import_share=1.0) if enabled else None
-    if pool is not None:
-        pool.start()
-    try:
-        yield
-    finally:
-        if pool is not None:
-            pool.stop()
+    return Services(runtime, queue, workers=workers, import_share=1.0)
 
 
 def _follow(

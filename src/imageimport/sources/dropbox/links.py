@@ -1,20 +1,14 @@
-"""Dropbox shared folder links: which links we accept, and which route imports them.
-
-With app credentials the official API lists and downloads file by file
-(`dropbox_api`); without them the public "download as ZIP" link is used (`dropbox_zip`).
-"""
+"""Dropbox shared folder links: which links we accept, the folder each one names, and the
+same link on the configured web endpoint."""
 
 from __future__ import annotations
 
-import logging
 import re
 from urllib.parse import parse_qs, urlsplit
 
 from imageimport.errors import InvalidSourceURL
-from imageimport.settings import Settings, secret
-from imageimport.sources.base import MAX_LINK_ID_CHARS, FolderRef, Source, register
-
-log = logging.getLogger(__name__)
+from imageimport.settings import Settings
+from imageimport.sources.base import MAX_LINK_ID_CHARS, FolderRef
 
 CANONICAL_BASE = "https://www.dropbox.com"
 # Hosts that serve shared links; dl.dropbox.com is the direct-download form of the same link.
@@ -23,59 +17,42 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 _HOW_TO_COPY = "In Dropbox, use Share → Copy link on the folder and paste the whole link."
 
 
-class DropboxProvider:
-    name = "dropbox"
+def parse_dropbox_url(url: str) -> FolderRef | None:
+    """The shared folder a pasted Dropbox link points at; None if not a Dropbox link.
 
-    def parse(self, url: str) -> FolderRef | None:
-        text = url.strip()
-        try:
-            parts = urlsplit(text if "://" in text else "https://" + text)
-            host = (parts.hostname or "").lower()
-        except ValueError:
-            return None
-        if parts.scheme.lower() not in ("http", "https"):
-            return None
-        if host.endswith(".dropboxusercontent.com"):
-            raise InvalidSourceURL(
-                "This is a direct download address of a single Dropbox file, not a shared "
-                f"folder link. {_HOW_TO_COPY}"
-            )
-        if host not in _LINK_HOSTS and not host.endswith(".dropbox.com"):
-            return None
-        segments = [s for s in parts.path.split("/") if s]
-        query = parse_qs(parts.query)
-        if segments[:2] == ["scl", "fo"]:
-            return _shared_folder(segments[2:], query)
-        if segments[:1] == ["sh"]:
-            return _legacy_folder(segments[1:])
-        if segments[:2] == ["scl", "fi"] or segments[:1] == ["s"]:
-            raise InvalidSourceURL(
-                "This Dropbox link points to a single file, not a folder. "
-                f"Share the folder that holds the images instead. {_HOW_TO_COPY}"
-            )
+    Raises InvalidSourceURL for Dropbox links that are not shared folder links, with a
+    sentence saying what the link is instead.
+    """
+    text = url.strip()
+    try:
+        parts = urlsplit(text if "://" in text else "https://" + text)
+        host = (parts.hostname or "").lower()
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https"):
+        return None
+    if host.endswith(".dropboxusercontent.com"):
         raise InvalidSourceURL(
-            "This is a Dropbox page, not a shared folder link "
-            f"(those look like https://www.dropbox.com/scl/fo/...). {_HOW_TO_COPY}"
+            "This is a direct download address of a single Dropbox file, not a shared "
+            f"folder link. {_HOW_TO_COPY}"
         )
-
-    def open(self, ref: FolderRef, settings: Settings) -> Source:
-        credentials = (
-            secret(settings.dropbox_app_key),
-            secret(settings.dropbox_app_secret),
-            secret(settings.dropbox_refresh_token),
+    if host not in _LINK_HOSTS and not host.endswith(".dropbox.com"):
+        return None
+    segments = [s for s in parts.path.split("/") if s]
+    query = parse_qs(parts.query)
+    if segments[:2] == ["scl", "fo"]:
+        return _shared_folder(segments[2:], query)
+    if segments[:1] == ["sh"]:
+        return _legacy_folder(segments[1:])
+    if segments[:2] == ["scl", "fi"] or segments[:1] == ["s"]:
+        raise InvalidSourceURL(
+            "This Dropbox link points to a single file, not a folder. "
+            f"Share the folder that holds the images instead. {_HOW_TO_COPY}"
         )
-        if all(credentials):
-            from imageimport.sources.dropbox_api import DropboxApiSource
-
-            return DropboxApiSource(ref, settings)
-        if any(credentials):
-            log.warning(
-                "Only some of DROPBOX_APP_KEY, DROPBOX_APP_SECRET and DROPBOX_REFRESH_TOKEN "
-                "are set; the Dropbox API needs all three, so the public ZIP download is used."
-            )
-        from imageimport.sources.dropbox_zip import DropboxZipSource
-
-        return DropboxZipSource(ref, settings)
+    raise InvalidSourceURL(
+        "This is a Dropbox page, not a shared folder link "
+        f"(those look like https://www.dropbox.com/scl/fo/...). {_HOW_TO_COPY}"
+    )
 
 
 def _folder_and_key(rest: list[str]) -> tuple[str, str]:
@@ -137,6 +114,3 @@ def with_web_base(canonical_url: str, settings: Settings) -> str:
     parts = urlsplit(canonical_url)
     rest = parts.path + (f"?{parts.query}" if parts.query else "")
     return settings.dropbox_web_url + rest
-
-
-provider = register(DropboxProvider())

@@ -4,8 +4,8 @@ The whole folder arrives as one archive, so it is downloaded once into a tempora
 and files are then read out of it. The archive comes from strangers: its size, entry
 count, compression ratios, names and flags are all checked before anything is trusted, and
 what it costs the process is bounded whatever it contains: its central directory is never
-held in memory (sources.zip_directory), each file costs its index a few dozen bytes, and a
-process keeps at most ZIP_MAX_OPEN_ARCHIVES archives open (sources.open_archives).
+held in memory (zip_directory.py), each file costs its index a few dozen bytes, and a process
+keeps at most ZIP_MAX_OPEN_ARCHIVES archives open (open_archives.py).
 """
 
 from __future__ import annotations
@@ -27,17 +27,9 @@ from imageimport.errors import ItemError, SourceUnavailable
 from imageimport.settings import Settings
 from imageimport.sources import transfer
 from imageimport.sources.base import FolderRef, RemoteFile, Source
-from imageimport.sources.dropbox import with_web_base
-from imageimport.sources.http import (
-    CHUNK_SIZE,
-    iter_body,
-    make_http_client,
-    stream_get,
-    with_retries,
-)
-from imageimport.sources.listing import MAX_NAME_CHARS, MAX_PATH_CHARS, shorten
-from imageimport.sources.open_archives import Lease, shared_places
-from imageimport.sources.zip_directory import (
+from imageimport.sources.dropbox.links import with_web_base
+from imageimport.sources.dropbox.open_archives import Lease, shared_places
+from imageimport.sources.dropbox.zip_directory import (
     Directory,
     Index,
     Location,
@@ -46,6 +38,14 @@ from imageimport.sources.zip_directory import (
     open_entry,
     records,
 )
+from imageimport.sources.http import (
+    CHUNK_SIZE,
+    iter_body,
+    make_http_client,
+    stream_get,
+    with_retries,
+)
+from imageimport.sources.listing import MAX_NAME_CHARS, MAX_PATH_CHARS, shorten
 
 log = logging.getLogger(__name__)
 

@@ -1,32 +1,13 @@
-"""Google Drive: which links are folder links, and which route lists them.
-
-Two routes read a public ("Anyone with the link") folder:
-- `gdrive_api.DriveApiSource`, the Drive API v3 with an API key (GOOGLE_API_KEY): exact sizes,
-  checksums, shortcuts and pagination; used whenever a key is configured.
-- `gdrive_public.DrivePublicSource`, Drive's public web pages, the way tools like gdown work
-  without a key; used automatically otherwise (see that module for its limits).
-"""
+"""Google Drive links: which links are folder links, and the folder each one names."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
-from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
-
-from imageimport.errors import ImageImportError, InvalidSourceURL
-from imageimport.settings import Settings, secret
-from imageimport.sources.base import MAX_LINK_ID_CHARS, FolderRef, Source, register
-from imageimport.sources.http import iter_body, source_errors, with_retries
-from imageimport.sources.transfer import watching
-
-PROVIDER = "gdrive"
-FOLDER_MIME: Final = "application/vnd.google-apps.folder"
-SHORTCUT_MIME: Final = "application/vnd.google-apps.shortcut"
-GOOGLE_APPS_PREFIX: Final = "application/vnd.google-apps."
+from imageimport.errors import InvalidSourceURL
+from imageimport.sources.base import MAX_LINK_ID_CHARS, FolderRef
+from imageimport.sources.gdrive.common import PROVIDER
 
 _ID = re.compile(r"[A-Za-z0-9_-]{10,}")
 # A bare id is only taken for a Drive id when it could not be an ordinary word: real ids are
@@ -108,65 +89,6 @@ def canonical_folder_url(folder_id: str, resource_key: str | None = None) -> str
     return f"{url}?resourcekey={resource_key}" if resource_key else url
 
 
-def is_google_apps_type(mime_type: str | None) -> bool:
-    """Docs, Sheets, folders, shortcuts...: Drive items that have no bytes to download."""
-    return bool(mime_type) and mime_type.startswith(GOOGLE_APPS_PREFIX)
-
-
-class GiveUpNow(Exception):
-    """Wraps an error that must skip the in-call retries (e.g. a download quota that only
-    resets in hours): the pipeline retries the item later instead."""
-
-    def __init__(self, error: ImageImportError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def start_stream(
-    stack: ExitStack, client: httpx.Client, method: str, url: str, what: str, **kwargs: object
-) -> httpx.Response:
-    """Open a streamed response whose closing `stack` owns; httpx's errors translated."""
-    with source_errors(what):
-        return stack.enter_context(client.stream(method, url, **kwargs))  # type: ignore[arg-type]
-
-
-def read_small(response: httpx.Response, what: str, limit: int = 2 * 1024 * 1024) -> bytes:
-    """The start of a body that should be small (an error or a confirmation page)."""
-    data = bytearray()
-    with source_errors(what, reading=True):
-        for chunk in response.iter_bytes():
-            data += chunk
-            if len(data) >= limit:
-                break
-    return bytes(data[:limit])
-
-
-@contextmanager
-def retried_download(
-    settings: Settings, start: Callable[[ExitStack], httpx.Response], what: str
-) -> Iterator[Iterator[bytes]]:
-    """Establish a download with retries, then hand out its body chunk by chunk.
-
-    Only establishing is retried: once bytes flow, a broken stream surfaces as TransientError
-    and the caller retries the whole file.
-    """
-
-    def attempt() -> tuple[ExitStack, httpx.Response]:
-        stack = ExitStack()
-        try:
-            return stack, start(stack)
-        except BaseException:
-            stack.close()
-            raise
-
-    try:
-        stack, response = with_retries(settings, attempt)
-    except GiveUpNow as give_up:
-        raise give_up.error from None
-    with stack, watching(response):
-        yield iter(iter_body(response, what))
-
-
 def _folder_ref(folder_id: str, resource_key: str | None) -> FolderRef:
     return FolderRef(
         provider=PROVIDER,
@@ -207,23 +129,3 @@ def _resource_key(query: dict[str, list[str]], shown: str) -> str | None:
 
 def _shorten(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-class GoogleDriveProvider:
-    name = PROVIDER
-
-    def parse(self, url: str) -> FolderRef | None:
-        return parse_drive_url(url)
-
-    def open(self, ref: FolderRef, settings: Settings) -> Source:
-        # Imported here: both modules import this one for the shared helpers above.
-        if secret(settings.google_api_key):
-            from imageimport.sources.gdrive_api import DriveApiSource
-
-            return DriveApiSource(ref, settings)
-        from imageimport.sources.gdrive_public import DrivePublicSource
-
-        return DrivePublicSource(ref, settings)
-
-
-register(GoogleDriveProvider())

@@ -2,11 +2,11 @@
 
 Nothing secret is stored in the database. The import's options record only a *reference*,
 `{"namespace", "name", "keys"}`, under `credentialsSecretRef`. Every process that opens the
-import's source reads that Secret by name through the Kubernetes API and opens the source with
-a copy of its own Settings in which the Secret's values replace the installation's:
-`CredentialedRuntime` does this in `source_for`, so the planner and the workers need no other
-change. Imports without a reference use the installation's credentials (environment) exactly as
-a plain `Runtime` does, without touching Kubernetes at all.
+import's source reads that Secret by name through the Kubernetes API (`imageimport.kube`) and
+opens the source with a copy of its own Settings in which the Secret's values replace the
+installation's: `CredentialedRuntime` does this in `source_for`, so the planner and the workers
+need no other change. Imports without a reference use the installation's credentials
+(environment) exactly as a plain `Runtime` does, without touching Kubernetes at all.
 
 So whoever opens sources of imports with a Secret — the operator when it lists, the workers when
 they download — needs `get` on Secrets in the ImageImports' namespaces.
@@ -25,10 +25,12 @@ from typing import Any, Protocol
 from pydantic import SecretStr
 
 from imageimport.db.models import Import
-from imageimport.errors import ConfigError, TransientError
+from imageimport.errors import ConfigError
+from imageimport.kube.secrets import KubernetesSecretReader
 from imageimport.runtime import Runtime
 from imageimport.settings import Settings
-from imageimport.sources.base import Source, open_source
+from imageimport.sources.base import Source
+from imageimport.sources.registry import open_source
 
 OPTION = "credentialsSecretRef"
 
@@ -111,40 +113,6 @@ def with_credentials(settings: Settings, credentials: Mapping[str, str]) -> Sett
 class SecretReader(Protocol):
     def __call__(self, namespace: str, name: str) -> Mapping[str, str] | None:
         """The Secret's `data` (base64 values), None if it does not exist."""
-
-
-class KubernetesSecretReader:
-    """Reads Secrets with the `kubernetes` client (in-cluster, or the kubeconfig)."""
-
-    def __init__(self, api_client: Any | None = None) -> None:
-        from kubernetes import client
-
-        from imageimport.operator.kube import api_client as default_client
-
-        self._core = client.CoreV1Api(api_client or default_client())
-
-    def __call__(self, namespace: str, name: str) -> Mapping[str, str] | None:
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
-
-        try:
-            secret = self._core.read_namespaced_secret(name, namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            if error.status in (401, 403):
-                raise ConfigError(
-                    f"This service account may not read the Secret {namespace}/{name} "
-                    "(it needs `get` on secrets in that namespace)."
-                ) from error
-            raise TransientError(
-                f"Reading the Secret {namespace}/{name} failed: {error.reason}"
-            ) from error
-        except HTTPError as error:
-            raise TransientError(
-                f"Reading the Secret {namespace}/{name} failed: {error}"
-            ) from error
-        return dict(secret.data or {})
 
 
 class CredentialedRuntime(Runtime):

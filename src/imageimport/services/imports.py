@@ -1,20 +1,36 @@
 """Starting, cancelling, retrying and resuming imports: what the CLI, the API and the
-operator share. Listing runs in background threads of the calling process."""
+operator share. Listing runs in background threads of the calling process.
+
+An import can also be recorded for a resource, under its uid (`imports.external_id`):
+`ensure_import` records it and has it listed, idempotently: a restarted operator, a second
+replica or the API recording the same uid all end up with one import row, and planning
+publishes each file once (items are unique per file, messages carry a de-duplication id). An
+import still `listing` after a restart is listed again from the start, which publishes nothing
+twice.
+
+Source credentials (spec.source.credentialsSecretRef): the operator reads the Secret and passes
+its values in; they are kept in memory only, and the import's options record just the Secret's
+name (see `imageimport.services.credentials`).
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from imageimport.db import repo
 from imageimport.db.models import TERMINAL_IMPORT_STATES, Import
 from imageimport.pipeline.plan import plan_import
 from imageimport.queue.base import Job, JobQueue
 from imageimport.runtime import Runtime
-from imageimport.sources.base import parse_folder_url
+from imageimport.services.credentials import CredentialedRuntime, SecretRef
+from imageimport.services.options import check_spec, import_options
+from imageimport.sources.registry import parse_folder_url
 
 log = logging.getLogger(__name__)
 
@@ -157,3 +173,60 @@ class Importer:
             threads = list(self._planners.values())
         for thread in threads:
             thread.join(timeout)
+
+
+# -- imports recorded for a resource (the ImageImport's uid as external id) ------------------
+
+
+def record_import(
+    runtime: Runtime, uid: str, spec: Mapping[str, Any], *, namespace: str, name: str
+) -> str:
+    """The import of the resource `uid`, created if it does not exist yet. Safe against a
+    concurrent caller recording the same uid (the API, another replica)."""
+    ref = parse_folder_url(str(spec["source"]["url"]))
+    options = import_options(spec, namespace, name)
+    try:
+        with runtime.session() as session:
+            return repo.create_import(session, ref, options, external_id=uid).id
+    except IntegrityError:
+        # Someone else inserted the same external_id between our look-up and our insert.
+        with runtime.session() as session:
+            return repo.create_import(session, ref, options, external_id=uid).id
+
+
+def ensure_import(
+    runtime: Runtime,
+    importer: Importer,
+    uid: str,
+    spec: Mapping[str, Any],
+    credentials: Mapping[str, str] | None = None,
+    *,
+    namespace: str,
+    name: str,
+) -> str:
+    """Record the resource's import (once) and make sure its folder is being listed.
+
+    `credentials` are the values of the Secret the spec names (Settings field -> value), read
+    by the caller; without them the runtime reads the Secret itself when it opens the source.
+    Raises InvalidSourceURL / SpecError for a spec that can never work."""
+    check_spec(spec, runtime.settings)
+    ref = SecretRef.from_spec(spec, namespace)
+    if ref is not None:
+        if not isinstance(runtime, CredentialedRuntime):
+            raise TypeError("credentialsSecretRef needs a CredentialedRuntime to read Secrets")
+        if credentials:
+            runtime.remember(ref, credentials)
+    import_id = record_import(runtime, uid, spec, namespace=namespace, name=name)
+    with runtime.session() as session:
+        # Listing from here on, so the status written right after says so; planning accepts
+        # an import that is already listing, which is also how an interrupted listing resumes.
+        repo.advance_import(session, import_id, "listing")
+    # Does nothing for an import already importing or finished, and nothing twice for one
+    # this process is listing already.
+    importer.plan_in_background(import_id)
+    return import_id
+
+
+def import_id_for(runtime: Runtime, uid: str) -> str | None:
+    with runtime.session() as session:
+        return session.scalar(select(Import.id).where(Import.external_id == uid))

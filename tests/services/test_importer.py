@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy import func, select
 
 from imageimport.db.models import Image
-from imageimport.imports import Importer
-from imageimport.pipeline.embedded import snapshot
+from imageimport.pipeline.pool import WorkerPool
 from imageimport.queue.memory import MemoryQueue
 from imageimport.runtime import Runtime
+from imageimport.services.embedded import snapshot
+from imageimport.services.imports import Importer
 from imageimport.settings import Settings
-from imageimport.worker.pool import WorkerPool
 from tests.fakes.folder import FakeFile, FakeFolder, big_folder, make_image
 from tests.fakes.server import Fault
 from tests.pipeline.routes import start_route

@@ -13,9 +13,6 @@ from typing import TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 
 from imageimport.errors import TransientError
-from imageimport.operator.credentials import CredentialedRuntime
-from imageimport.queue import JobQueue, make_queue
-from imageimport.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,19 +55,3 @@ def until_up(what: str, stop: StopFlag, connect: Callable[[], T]) -> T | None:
             stop.wait(delay)
             delay = min(delay * 2, 10.0)
     return None
-
-
-def services_when_up(
-    settings: Settings, stop: StopFlag
-) -> tuple[CredentialedRuntime, JobQueue] | None:
-    """The database (through a runtime that can read import-specific credentials from
-    Kubernetes Secrets; without any it never calls Kubernetes) and the NATS queue, once both
-    are up; None when stopped first."""
-    runtime = until_up("the database", stop, lambda: CredentialedRuntime(settings))
-    if runtime is None:
-        return None
-    queue = until_up("NATS", stop, lambda: make_queue(settings))
-    if queue is None:
-        runtime.close()
-        return None
-    return runtime, queue
