@@ -13,11 +13,11 @@ import pytest
 from sqlalchemy import select
 
 from imageimport.db.models import Import, ImportItem
-from imageimport.imports import Importer
+from imageimport.pipeline.pool import WorkerPool
 from imageimport.queue.memory import MemoryQueue
 from imageimport.runtime import Runtime
+from imageimport.services.imports import Importer
 from imageimport.tempfiles import DROPBOX_ZIPS, owner_id
-from imageimport.worker.pool import WorkerPool
 from tests.fakes.dropbox import make_dropbox_app, shared_link
 from tests.fakes.folder import FakeFile, FakeFolder
 from tests.fakes.server import RunningServer
