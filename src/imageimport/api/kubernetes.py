@@ -12,7 +12,7 @@ the database.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from starlette.datastructures import State
 
@@ -77,14 +77,15 @@ class ResourceStarter:
             "spec": spec,
         }
         try:
-            created: dict[str, Any] = self._objects.create_namespaced_custom_object(
+            created = self._objects.create_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, PLURAL, body
             )
         except ApiException as error:
             raise _kubernetes_error(error, self.namespace) from None
         except (HTTPError, OSError) as error:
             raise TransientError(f"The Kubernetes API cannot be reached: {error}") from None
-        return created
+        # The client declares `object`; the API server answers with the created resource.
+        return cast(dict[str, Any], created)
 
 
 def _kubernetes_error(error: Any, namespace: str) -> Exception:

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, BinaryIO, cast
 
 from imageimport import metrics
 from imageimport.errors import FileTooLarge, ImageImportError, ItemError, NotAnImage, TransientError
@@ -84,7 +84,7 @@ class Limits:
 
 @dataclass
 class Download:
-    file: IO[bytes]
+    file: BinaryIO
     size: int
     sha256: str
     format: str
@@ -126,7 +126,8 @@ def download(
         spool.close()
         raise
     spool.seek(0)
-    return Download(spool, size, sha256, fmt)
+    # Opened in binary mode (w+b), so a BinaryIO; typeshed only knows it as an IO[bytes].
+    return Download(cast(BinaryIO, spool), size, sha256, fmt)
 
 
 def _receive(
