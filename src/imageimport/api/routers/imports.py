@@ -31,6 +31,7 @@ from imageimport.api.schemas import (
     ImportCreate,
     ImportOut,
     ImportPage,
+    ImportStatus,
     ItemOut,
     ItemPage,
     ItemState,
@@ -85,7 +86,9 @@ def current_file(session: Session, import_id: str) -> str | None:
 
 def import_view(session: Session, record: Import) -> ImportOut:
     counters = repo.import_counters(session, record.id)
-    return ImportOut.build(record, counters, current_file(session, record.id))
+    return ImportOut.model_validate(
+        ImportStatus(record, counters, current_file(session, record.id))
+    )
 
 
 def fresh_view(session: Session, import_id: str) -> ImportOut:
@@ -147,7 +150,8 @@ def list_imports(
         position = {"at": as_utc(last.created_at).isoformat(), "id": last.id}
         next_cursor = cursors.encode("imports", position, {})
     return ImportPage(
-        items=[ImportOut.build(r, counters[r.id]) for r in page], next_cursor=next_cursor
+        items=[ImportOut.model_validate(ImportStatus(r, counters[r.id])) for r in page],
+        next_cursor=next_cursor,
     )
 
 
@@ -188,7 +192,7 @@ def list_items(
     next_cursor = None
     if len(rows) > limit:
         next_cursor = cursors.encode("items", {"id": page[-1].id}, filters)
-    return ItemPage(items=[ItemOut.build(item) for item in page], next_cursor=next_cursor)
+    return ItemPage(items=[ItemOut.model_validate(item) for item in page], next_cursor=next_cursor)
 
 
 @router.post(
