@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal, overload
+from typing import Annotated, Any, Literal, overload
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AliasPath, BaseModel, BeforeValidator, ConfigDict, Field
 
-from imageimport.db.models import Image, Import, ImportItem, ImportState, ItemState
+from imageimport.db.models import Import, ImportState, ItemState
 from imageimport.db.repo import Counters
 from imageimport.pipeline.imaging import EXTENSIONS
 
@@ -32,6 +33,9 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UtcDateTime = Annotated[datetime, AfterValidator(as_utc)]
 
 
 # -- problems ---------------------------------------------------------------------------------
@@ -85,6 +89,8 @@ class ImportCreate(BaseModel):
 
 
 class CountersOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     discovered: int = Field(ge=0, description="Files listed so far.")
     pending: int = Field(ge=0)
     imported: int = Field(ge=0, description="New images stored.")
@@ -93,10 +99,6 @@ class CountersOut(BaseModel):
     failed: int = Field(ge=0)
     cancelled: int = Field(ge=0)
     bytes: int = Field(ge=0, description="Bytes downloaded.")
-
-    @classmethod
-    def of(cls, counters: Counters) -> CountersOut:
-        return cls(**{name: getattr(counters, name) for name in cls.model_fields})
 
 
 class RateOut(BaseModel):
@@ -110,15 +112,63 @@ class ImportLinks(BaseModel):
     events: str
 
 
+def _import_links(import_id: str) -> ImportLinks:
+    base = f"{API_PREFIX}/imports/{import_id}"
+    return ImportLinks(self=base, items=f"{base}/items", events=f"{base}/events")
+
+
+@dataclass(frozen=True)
+class ImportStatus:
+    """What an ImportOut is made from: the import's row, the tallies of its files and, for
+    single-import reads and events, the file settled most recently."""
+
+    record: Import
+    counters: Counters
+    current_file: str | None = None
+
+    @property
+    def progress(self) -> float | None:
+        state, counters = self.record.state, self.counters
+        if state in ("pending", "listing"):
+            return None
+        if counters.discovered == 0:
+            return 0.0 if state == "importing" else 1.0
+        return min(1.0, max(0.0, counters.finished / counters.discovered))
+
+    @property
+    def rate(self) -> RateOut:
+        started = as_utc(self.record.started_at)
+        if started is None:
+            return RateOut(files_per_second=0.0, bytes_per_second=0.0)
+        end = as_utc(self.record.finished_at) or datetime.now(UTC)
+        elapsed = (end - started).total_seconds()
+        if elapsed <= 0:
+            return RateOut(files_per_second=0.0, bytes_per_second=0.0)
+        return RateOut(
+            files_per_second=round(max(0, self.counters.finished) / elapsed, 3),
+            bytes_per_second=round(self.counters.bytes / elapsed, 1),
+        )
+
+
+def _of_record(name: str) -> AliasPath:
+    return AliasPath("record", name)
+
+
+# Validated from an ImportStatus. (A comment, not a docstring: that would become the schema's
+# description in /docs.)
 class ImportOut(BaseModel):
-    id: str = Field(description="A UUID.")
-    url: str = Field(description="The folder link, normalised.")
-    provider: Provider
-    state: ImportState
-    error: str | None = Field(description="Why the import failed, as a sentence.")
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str = Field(validation_alias=_of_record("id"), description="A UUID.")
+    url: str = Field(validation_alias=_of_record("url"), description="The folder link, normalised.")
+    provider: Provider = Field(validation_alias=_of_record("provider"))
+    state: ImportState = Field(validation_alias=_of_record("state"))
+    error: str | None = Field(
+        validation_alias=_of_record("error"), description="Why the import failed, as a sentence."
+    )
+    created_at: UtcDateTime = Field(validation_alias=_of_record("created_at"))
+    started_at: UtcDateTime | None = Field(validation_alias=_of_record("started_at"))
+    finished_at: UtcDateTime | None = Field(validation_alias=_of_record("finished_at"))
     counters: CountersOut
     progress: float | None = Field(
         ge=0, le=1, description="Settled / discovered files; null while the total is unknown."
@@ -128,55 +178,8 @@ class ImportOut(BaseModel):
         description="Path of the most recently settled file; single-import reads and events "
         "only (null in lists)."
     )
-    links: ImportLinks
-
-    @classmethod
-    def build(
-        cls,
-        record: Import,
-        counters: Counters,
-        current_file: str | None = None,
-        now: datetime | None = None,
-    ) -> ImportOut:
-        started, finished = as_utc(record.started_at), as_utc(record.finished_at)
-        base = f"{API_PREFIX}/imports/{record.id}"
-        return cls(
-            id=record.id,
-            url=record.url,
-            provider=record.provider,  # type: ignore[arg-type]
-            state=record.state,  # type: ignore[arg-type]
-            error=record.error,
-            created_at=as_utc(record.created_at),
-            started_at=started,
-            finished_at=finished,
-            counters=CountersOut.of(counters),
-            progress=_progress(record.state, counters),
-            rate=_rate(counters, started, finished, now),
-            current_file=current_file,
-            links=ImportLinks(self=base, items=f"{base}/items", events=f"{base}/events"),
-        )
-
-
-def _progress(state: str, counters: Counters) -> float | None:
-    if state in ("pending", "listing"):
-        return None
-    if counters.discovered == 0:
-        return 0.0 if state == "importing" else 1.0
-    return min(1.0, max(0.0, counters.finished / counters.discovered))
-
-
-def _rate(
-    counters: Counters, started: datetime | None, finished: datetime | None, now: datetime | None
-) -> RateOut:
-    if started is None:
-        return RateOut(files_per_second=0.0, bytes_per_second=0.0)
-    end = finished or now or datetime.now(UTC)
-    elapsed = (end - started).total_seconds()
-    if elapsed <= 0:
-        return RateOut(files_per_second=0.0, bytes_per_second=0.0)
-    return RateOut(
-        files_per_second=round(max(0, counters.finished) / elapsed, 3),
-        bytes_per_second=round(counters.bytes / elapsed, 1),
+    links: Annotated[ImportLinks, BeforeValidator(_import_links)] = Field(
+        validation_alias=_of_record("id")
     )
 
 
@@ -185,7 +188,10 @@ class ImportPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at end.")
 
 
+# Validated from an ImportItem row.
 class ItemOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     name: str
     path: str = Field(description="Path inside the shared folder, '/'-separated.")
@@ -194,21 +200,7 @@ class ItemOut(BaseModel):
     reason: str | None = Field(description="Why the file was skipped or failed, as a sentence.")
     attempts: int = Field(ge=0)
     image_id: int | None = Field(description="The stored image, for done and duplicate files.")
-    updated_at: datetime
-
-    @classmethod
-    def build(cls, item: ImportItem) -> ItemOut:
-        return cls(
-            id=item.id,
-            name=item.name,
-            path=item.path,
-            size=item.size,
-            state=item.state,  # type: ignore[arg-type]
-            reason=item.reason,
-            attempts=item.attempts,
-            image_id=item.image_id,
-            updated_at=as_utc(item.updated_at),
-        )
+    updated_at: UtcDateTime
 
 
 class ItemPage(BaseModel):
@@ -225,7 +217,15 @@ class ImageLinks(BaseModel):
     thumbnail: str
 
 
+def _image_links(image_id: int) -> ImageLinks:
+    base = f"{API_PREFIX}/images/{image_id}"
+    return ImageLinks(self=base, content=f"{base}/content", thumbnail=f"{base}/thumbnail")
+
+
+# Validated from an Image row.
 class ImageOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     sha256: str
     name: str
@@ -235,35 +235,14 @@ class ImageOut(BaseModel):
     width: int
     height: int
     format: str
-    taken_at: datetime | None = Field(description="EXIF capture time, when the file has one.")
+    taken_at: UtcDateTime | None = Field(description="EXIF capture time, when the file has one.")
     camera: str | None = Field(description="EXIF make and model, when the file has them.")
     provider: Provider
     source_file_id: str
     import_id: str | None = Field(description="The import that first stored this image.")
-    created_at: datetime
-    links: ImageLinks
-
-    @classmethod
-    def build(cls, image: Image) -> ImageOut:
-        base = f"{API_PREFIX}/images/{image.id}"
-        return cls(
-            id=image.id,
-            sha256=image.sha256,
-            name=image.name,
-            path=image.path,
-            size=image.size,
-            content_type=image.content_type,
-            width=image.width,
-            height=image.height,
-            format=image.format,
-            taken_at=as_utc(image.taken_at),
-            camera=image.camera,
-            provider=image.provider,  # type: ignore[arg-type]
-            source_file_id=image.source_file_id,
-            import_id=image.import_id,
-            created_at=as_utc(image.created_at),
-            links=ImageLinks(self=base, content=f"{base}/content", thumbnail=f"{base}/thumbnail"),
-        )
+    created_at: UtcDateTime
+    # The links are made from the row's id.
+    links: Annotated[ImageLinks, BeforeValidator(_image_links)] = Field(validation_alias="id")
 
 
 class ImagePage(BaseModel):
