@@ -4,20 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Annotated, Any, Literal, overload
 
 from pydantic import AfterValidator, AliasPath, BaseModel, BeforeValidator, ConfigDict, Field
 
 from imageimport.db.models import Import, ImportState, ItemState
 from imageimport.db.repo import Counters
-from imageimport.pipeline.imaging import EXTENSIONS
 
 API_PREFIX = "/api/v1"
 
 Provider = Literal["gdrive", "dropbox"]
-# Uppercase like the stored values; a StrEnum so /docs lists them.
-ImageFormat = StrEnum("ImageFormat", {name: name for name in EXTENSIONS})
 
 
 @overload
