@@ -25,10 +25,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
-from sqlalchemy import select
 
-from imageimport.db.models import Image, ImportItem
-from imageimport.errors import DatabaseUnavailable, ImageImportError
+from imageimport import db
+from imageimport.db.models import Image
+from imageimport.errors import ImageImportError
 from imageimport.settings import Settings
 
 if TYPE_CHECKING:
@@ -57,31 +57,13 @@ def _settings() -> Settings:
 def _runtime(settings: Settings) -> Runtime:
     from imageimport.runtime import Runtime
 
-    with _database_errors(settings):
-        return Runtime(settings)
+    return Runtime(settings)
 
 
 def _services(settings: Settings) -> Services[Runtime]:
     from imageimport.services.stack import open_services
 
-    with _database_errors(settings):
-        return open_services(settings)
-
-
-@contextmanager
-def _database_errors(settings: Settings) -> Iterator[None]:
-    """A database that cannot be reached is one sentence, without the URL's password."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import OperationalError
-
-    try:
-        yield
-    except OperationalError as error:
-        url = make_url(settings.effective_database_url).render_as_string(hide_password=True)
-        cause = str(error.orig or error).strip().splitlines()
-        raise DatabaseUnavailable(
-            f"Cannot use the database at {url}: {cause[0] if cause else 'no details'}."
-        ) from None
+    return open_services(settings)
 
 
 def _fail(error: ImageImportError, code: int = 2) -> typer.Exit:
@@ -372,12 +354,7 @@ def _summary(settings: Settings, result: Any) -> None:
         runtime = Runtime(settings, migrate=False, housekeeping=False)
         try:
             with runtime.session() as session:
-                failed = session.execute(
-                    select(ImportItem.path, ImportItem.reason)
-                    .where(ImportItem.import_id == result.import_id, ImportItem.state == "failed")
-                    .order_by(ImportItem.path)
-                    .limit(50)
-                ).all()
+                failed = db.failed_files(session, result.import_id, 50)
         finally:
             runtime.close()
         console.print("[bold red]Failed files:[/bold red]")
@@ -428,17 +405,13 @@ def images(
         runtime = _runtime(settings)
     except ImageImportError as error:
         raise _fail(error) from None
+    # An image belongs to every import that found it, not only the first.
+    where = db.ImageFilter(import_id=import_id or None)
     try:
         with runtime.session() as session:
-            query = select(Image).order_by(Image.id).limit(limit)
-            if import_id:
-                # An image belongs to every import that found it, not only the first.
-                query = query.where(
-                    Image.id.in_(
-                        select(ImportItem.image_id).where(ImportItem.import_id == import_id)
-                    )
-                )
-            rows = [_image_json(image) for image in session.scalars(query)]
+            rows = [_image_json(image) for image in db.image_page(session, where, limit)]
+    except ImageImportError as error:
+        raise _fail(error) from None
     finally:
         runtime.close()
     if as_json:
@@ -482,14 +455,9 @@ def _image_json(image: Image) -> dict[str, Any]:
 @app.command()
 def migrate() -> None:
     """Create or upgrade the database schema."""
-    from imageimport.db.engine import make_engine
-    from imageimport.db.migrate import upgrade
-
     settings = _settings()
     try:
-        with _database_errors(settings):
-            engine = make_engine(settings)
-            upgrade(engine)
+        db.upgrade(db.make_engine(settings))
     except ImageImportError as error:
         raise _fail(error) from None
     console.print("Database is up to date.")

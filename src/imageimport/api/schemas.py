@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal, overload
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from imageimport.db import Counters
 from imageimport.db.models import Image, Import, ImportItem, ImportState, ItemState
-from imageimport.db.repo import Counters
 from imageimport.pipeline.imaging import EXTENSIONS
 
 API_PREFIX = "/api/v1"
@@ -17,21 +17,6 @@ API_PREFIX = "/api/v1"
 Provider = Literal["gdrive", "dropbox"]
 # Uppercase like the stored values; a StrEnum so /docs lists them.
 ImageFormat = StrEnum("ImageFormat", {name: name for name in EXTENSIONS})
-
-
-@overload
-def as_utc(value: datetime) -> datetime: ...
-@overload
-def as_utc(value: None) -> None: ...
-@overload
-def as_utc(value: datetime | None) -> datetime | None: ...
-
-
-def as_utc(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; every one we store is UTC."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 # -- problems ---------------------------------------------------------------------------------
@@ -133,15 +118,15 @@ class ImportOut(BaseModel):
         current_file: str | None = None,
         now: datetime | None = None,
     ) -> ImportOut:
-        started, finished = as_utc(record.started_at), as_utc(record.finished_at)
+        started, finished = record.started_at, record.finished_at
         base = f"{API_PREFIX}/imports/{record.id}"
         return cls(
             id=record.id,
             url=record.url,
             provider=record.provider,  # type: ignore[arg-type]
-            state=record.state,  # type: ignore[arg-type]
+            state=record.state,
             error=record.error,
-            created_at=as_utc(record.created_at),
+            created_at=record.created_at,
             started_at=started,
             finished_at=finished,
             counters=CountersOut.of(counters),
@@ -198,11 +183,11 @@ class ItemOut(BaseModel):
             name=item.name,
             path=item.path,
             size=item.size,
-            state=item.state,  # type: ignore[arg-type]
+            state=item.state,
             reason=item.reason,
             attempts=item.attempts,
             image_id=item.image_id,
-            updated_at=as_utc(item.updated_at),
+            updated_at=item.updated_at,
         )
 
 
@@ -251,12 +236,12 @@ class ImageOut(BaseModel):
             width=image.width,
             height=image.height,
             format=image.format,
-            taken_at=as_utc(image.taken_at),
+            taken_at=image.taken_at,
             camera=image.camera,
             provider=image.provider,  # type: ignore[arg-type]
             source_file_id=image.source_file_id,
             import_id=image.import_id,
-            created_at=as_utc(image.created_at),
+            created_at=image.created_at,
             links=ImageLinks(self=base, content=f"{base}/content", thumbnail=f"{base}/thumbnail"),
         )
 
