@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -391,15 +392,29 @@ def _json_escape(ch: str) -> str:
     return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
+# The table stops here unless --limit says otherwise; --json lists every image.
+TABLE_ROWS = 1000
+# Images read from the database at a time (a keyset page each, in a transaction of its own).
+IMAGE_PAGE = 500
+
+
 @app.command()
 def images(
     import_id: Annotated[
         str | None, typer.Option("--import", help="Only this import's images.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON array on stdout.")] = False,
-    limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 1000,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Every image, as one JSON array on stdout.")
+    ] = False,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help=f"At most this many (default: all with --json, {TABLE_ROWS:,} in the table).",
+        ),
+    ] = None,
 ) -> None:
-    """List stored images."""
+    """List stored images, oldest first."""
     settings = _settings()
     try:
         runtime = _runtime(settings)
@@ -408,17 +423,18 @@ def images(
     # An image belongs to every import that found it, not only the first.
     where = db.ImageFilter(import_id=import_id or None)
     try:
-        with runtime.session() as session:
-            rows = [_image_json(image) for image in db.image_page(session, where, limit)]
+        if as_json:
+            _write_json_array(_image_json(image) for image in _stored_images(runtime, where, limit))
+            return
+        shown = limit or TABLE_ROWS
+        # One more than is shown, to know whether there is more.
+        rows = [_image_json(image) for image in _stored_images(runtime, where, shown + 1)]
     except ImageImportError as error:
         raise _fail(error) from None
     finally:
         runtime.close()
-    if as_json:
-        sys.stdout.write(_json_printable(json.dumps(rows, ensure_ascii=False, indent=2)) + "\n")
-        return
     table = Table("id", "name", "format", "size", "dimensions", "taken at", "sha256")
-    for row in rows:
+    for row in rows[:shown]:
         table.add_row(
             str(row["id"]),
             _printable(row["path"]),
@@ -429,6 +445,38 @@ def images(
             row["sha256"][:12],
         )
     Console().print(table)
+    if len(rows) > shown:
+        console.print(
+            f"The first {shown:,} images; --limit shows more, --json lists them all.",
+            highlight=False,
+        )
+
+
+def _stored_images(runtime: Runtime, where: db.ImageFilter, limit: int | None) -> Iterator[Image]:
+    """The stored images `where` picks, by id, up to `limit`: read a page at a time, so any
+    number of them can be streamed."""
+    after = None
+    left = limit
+    while left is None or left > 0:
+        size = IMAGE_PAGE if left is None else min(IMAGE_PAGE, left)
+        with runtime.session() as session:
+            page = db.image_page(session, where, size, after=after)
+        yield from page
+        if len(page) < size:
+            return
+        after = page[-1].id
+        if left is not None:
+            left -= len(page)
+
+
+def _write_json_array(rows: Iterable[Any]) -> None:
+    """What json.dumps(list(rows), indent=2) would write to stdout, an element at a time."""
+    opened = False
+    for row in rows:
+        element = textwrap.indent(json.dumps(row, ensure_ascii=False, indent=2), "  ")
+        sys.stdout.write(_json_printable(("," if opened else "[") + "\n" + element))
+        opened = True
+    sys.stdout.write("\n]\n" if opened else "[]\n")
 
 
 def _image_json(image: Image) -> dict[str, Any]:
