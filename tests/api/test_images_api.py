@@ -146,7 +146,7 @@ def test_pages_follow_each_other_and_cursors_are_tamper_evident(client: TestClie
     cursor = first["next_cursor"]
     assert client.get("/api/v1/images", params={"limit": 10, "cursor": cursor}).status_code == 200
     body, signature = cursor.split(".")
-    # The signature (16 bytes in 22 characters) ends in 4 unused bits: this other spelling
+    # The signature (32 bytes in 43 characters) ends in 2 unused bits: this other spelling
     # decodes to the very same bytes, and is refused all the same.
     alphabet = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
     twin = alphabet[alphabet.index(signature[-1]) ^ 1]

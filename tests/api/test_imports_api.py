@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import fastapi.routing
 import httpx
 import pytest
 import uvicorn
@@ -375,7 +376,8 @@ def test_events_arrive_live_with_keep_alives(
     api_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(imports_router, "POLL_SECONDS", 0.05)
-    monkeypatch.setattr(imports_router, "KEEPALIVE_SECONDS", 0.2)
+    # FastAPI's keep-alive interval, private but meant for tests to change.
+    monkeypatch.setattr(fastapi.routing, "_PING_INTERVAL", 0.2)
     # The first listing request takes a while: a quiet spell with nothing to report.
     faults = FaultPlan([Fault("slow", path="/drive/v3/files", times=1, delay=0.8)])
     with (
@@ -393,7 +395,7 @@ def test_events_arrive_live_with_keep_alives(
     names = [name for _, name, _ in arrivals]
     assert names[0] == "progress" and names[-1] == "end"
     assert "comment" in names, "no keep-alive during the quiet listing"
-    assert all(data == "keep-alive" for _, name, data in arrivals if name == "comment")
+    assert all(data == "ping" for _, name, data in arrivals if name == "comment")
     first = json.loads(arrivals[0][2])
     assert first["state"] not in TERMINAL and first["progress"] is None
     assert arrivals[-1][0] - arrivals[0][0] > 0.5  # streamed, not sent in one piece at the end

@@ -112,10 +112,21 @@ def create_app(settings: Settings | None = None, *, local_workers: bool = True) 
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
-        return use_problem_media_type(document_write_refusal(generate()))
+        return use_problem_media_type(document_write_refusal(_openapi_3_1(generate())))
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _openapi_3_1(schema: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI describes each event of an event stream with `itemSchema`, a keyword of OpenAPI
+    3.2 that a 3.1 document (ours) may not hold; the stream's description says what comes."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for response in operation.get("responses", {}).values():
+                for media_type in response.get("content", {}).values():
+                    media_type.pop("itemSchema", None)
+    return schema
 
 
 def _add_page(app: FastAPI) -> None:

@@ -343,15 +343,16 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def use_problem_media_type(schema: dict[str, Any]) -> dict[str, Any]:
-    """Error responses are problem+json, not application/json, and FastAPI's own 422 model
+    """Error responses are problem+json (FastAPI files them under the route's media type:
+    application/json, or text/event-stream on the event stream), and FastAPI's own 422 model
     (which our validation problems do not follow) is replaced by ours."""
     problem = {"$ref": "#/components/schemas/ProblemOut"}
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
             for status, response in _responses(operation):
                 content = response.get("content")
-                if status >= 400 and content and "application/json" in content:
-                    body = content.pop("application/json")
+                if status >= 400 and content:
+                    (body,) = content.values()
                     if body.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
                         body = {"schema": problem}
                         response["description"] = "A parameter or the body is not valid."

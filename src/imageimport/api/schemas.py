@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasPath, BaseModel, BeforeValidator, ConfigDict, Field
 
 from imageimport.db import Counters
-from imageimport.db.models import Image, Import, ImportItem, ImportState, ItemState
+from imageimport.db.models import Import, ImportState, ItemState
 from imageimport.pipeline.imaging import EXTENSIONS
 
 API_PREFIX = "/api/v1"
@@ -65,6 +66,8 @@ class ImportCreate(BaseModel):
 
 
 class CountersOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     discovered: int = Field(ge=0, description="Files listed so far.")
     pending: int = Field(ge=0)
     imported: int = Field(ge=0, description="New images stored.")
@@ -73,10 +76,6 @@ class CountersOut(BaseModel):
     failed: int = Field(ge=0)
     cancelled: int = Field(ge=0)
     bytes: int = Field(ge=0, description="Bytes downloaded.")
-
-    @classmethod
-    def of(cls, counters: Counters) -> CountersOut:
-        return cls(**{name: getattr(counters, name) for name in cls.model_fields})
 
 
 class RateOut(BaseModel):
@@ -90,15 +89,63 @@ class ImportLinks(BaseModel):
     events: str
 
 
+def _import_links(import_id: str) -> ImportLinks:
+    base = f"{API_PREFIX}/imports/{import_id}"
+    return ImportLinks(self=base, items=f"{base}/items", events=f"{base}/events")
+
+
+@dataclass(frozen=True)
+class ImportStatus:
+    """What an ImportOut is made from: the import's row, the tallies of its files and, for
+    single-import reads and events, the file settled most recently."""
+
+    record: Import
+    counters: Counters
+    current_file: str | None = None
+
+    @property
+    def progress(self) -> float | None:
+        state, counters = self.record.state, self.counters
+        if state in ("pending", "listing"):
+            return None
+        if counters.discovered == 0:
+            return 0.0 if state == "importing" else 1.0
+        return min(1.0, max(0.0, counters.finished / counters.discovered))
+
+    @property
+    def rate(self) -> RateOut:
+        started = self.record.started_at
+        if started is None:
+            return RateOut(files_per_second=0.0, bytes_per_second=0.0)
+        end = self.record.finished_at or datetime.now(UTC)
+        elapsed = (end - started).total_seconds()
+        if elapsed <= 0:
+            return RateOut(files_per_second=0.0, bytes_per_second=0.0)
+        return RateOut(
+            files_per_second=round(max(0, self.counters.finished) / elapsed, 3),
+            bytes_per_second=round(self.counters.bytes / elapsed, 1),
+        )
+
+
+def _of_record(name: str) -> AliasPath:
+    return AliasPath("record", name)
+
+
+# Validated from an ImportStatus. (A comment, not a docstring: that would become the schema's
+# description in /docs.)
 class ImportOut(BaseModel):
-    id: str = Field(description="A UUID.")
-    url: str = Field(description="The folder link, normalised.")
-    provider: Provider
-    state: ImportState
-    error: str | None = Field(description="Why the import failed, as a sentence.")
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str = Field(validation_alias=_of_record("id"), description="A UUID.")
+    url: str = Field(validation_alias=_of_record("url"), description="The folder link, normalised.")
+    provider: Provider = Field(validation_alias=_of_record("provider"))
+    state: ImportState = Field(validation_alias=_of_record("state"))
+    error: str | None = Field(
+        validation_alias=_of_record("error"), description="Why the import failed, as a sentence."
+    )
+    created_at: datetime = Field(validation_alias=_of_record("created_at"))
+    started_at: datetime | None = Field(validation_alias=_of_record("started_at"))
+    finished_at: datetime | None = Field(validation_alias=_of_record("finished_at"))
     counters: CountersOut
     progress: float | None = Field(
         ge=0, le=1, description="Settled / discovered files; null while the total is unknown."
@@ -108,55 +155,8 @@ class ImportOut(BaseModel):
         description="Path of the most recently settled file; single-import reads and events "
         "only (null in lists)."
     )
-    links: ImportLinks
-
-    @classmethod
-    def build(
-        cls,
-        record: Import,
-        counters: Counters,
-        current_file: str | None = None,
-        now: datetime | None = None,
-    ) -> ImportOut:
-        started, finished = record.started_at, record.finished_at
-        base = f"{API_PREFIX}/imports/{record.id}"
-        return cls(
-            id=record.id,
-            url=record.url,
-            provider=record.provider,  # type: ignore[arg-type]
-            state=record.state,
-            error=record.error,
-            created_at=record.created_at,
-            started_at=started,
-            finished_at=finished,
-            counters=CountersOut.of(counters),
-            progress=_progress(record.state, counters),
-            rate=_rate(counters, started, finished, now),
-            current_file=current_file,
-            links=ImportLinks(self=base, items=f"{base}/items", events=f"{base}/events"),
-        )
-
-
-def _progress(state: str, counters: Counters) -> float | None:
-    if state in ("pending", "listing"):
-        return None
-    if counters.discovered == 0:
-        return 0.0 if state == "importing" else 1.0
-    return min(1.0, max(0.0, counters.finished / counters.discovered))
-
-
-def _rate(
-    counters: Counters, started: datetime | None, finished: datetime | None, now: datetime | None
-) -> RateOut:
-    if started is None:
-        return RateOut(files_per_second=0.0, bytes_per_second=0.0)
-    end = finished or now or datetime.now(UTC)
-    elapsed = (end - started).total_seconds()
-    if elapsed <= 0:
-        return RateOut(files_per_second=0.0, bytes_per_second=0.0)
-    return RateOut(
-        files_per_second=round(max(0, counters.finished) / elapsed, 3),
-        bytes_per_second=round(counters.bytes / elapsed, 1),
+    links: Annotated[ImportLinks, BeforeValidator(_import_links)] = Field(
+        validation_alias=_of_record("id")
     )
 
 
@@ -165,7 +165,10 @@ class ImportPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at end.")
 
 
+# Validated from an ImportItem row.
 class ItemOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     name: str
     path: str = Field(description="Path inside the shared folder, '/'-separated.")
@@ -175,20 +178,6 @@ class ItemOut(BaseModel):
     attempts: int = Field(ge=0)
     image_id: int | None = Field(description="The stored image, for done and duplicate files.")
     updated_at: datetime
-
-    @classmethod
-    def build(cls, item: ImportItem) -> ItemOut:
-        return cls(
-            id=item.id,
-            name=item.name,
-            path=item.path,
-            size=item.size,
-            state=item.state,
-            reason=item.reason,
-            attempts=item.attempts,
-            image_id=item.image_id,
-            updated_at=item.updated_at,
-        )
 
 
 class ItemPage(BaseModel):
@@ -205,7 +194,15 @@ class ImageLinks(BaseModel):
     thumbnail: str
 
 
+def _image_links(image_id: int) -> ImageLinks:
+    base = f"{API_PREFIX}/images/{image_id}"
+    return ImageLinks(self=base, content=f"{base}/content", thumbnail=f"{base}/thumbnail")
+
+
+# Validated from an Image row.
 class ImageOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     sha256: str
     name: str
@@ -221,29 +218,8 @@ class ImageOut(BaseModel):
     source_file_id: str
     import_id: str | None = Field(description="The import that first stored this image.")
     created_at: datetime
-    links: ImageLinks
-
-    @classmethod
-    def build(cls, image: Image) -> ImageOut:
-        base = f"{API_PREFIX}/images/{image.id}"
-        return cls(
-            id=image.id,
-            sha256=image.sha256,
-            name=image.name,
-            path=image.path,
-            size=image.size,
-            content_type=image.content_type,
-            width=image.width,
-            height=image.height,
-            format=image.format,
-            taken_at=image.taken_at,
-            camera=image.camera,
-            provider=image.provider,  # type: ignore[arg-type]
-            source_file_id=image.source_file_id,
-            import_id=image.import_id,
-            created_at=image.created_at,
-            links=ImageLinks(self=base, content=f"{base}/content", thumbnail=f"{base}/thumbnail"),
-        )
+    # The links are made from the row's id.
+    links: Annotated[ImageLinks, BeforeValidator(_image_links)] = Field(validation_alias="id")
 
 
 class ImagePage(BaseModel):

@@ -137,7 +137,9 @@ def list_images(
     next_cursor = None
     if len(rows) > limit:
         next_cursor = cursors.encode("images", {"id": page[-1].id}, filters)
-    return ImagePage(items=[ImageOut.build(image) for image in page], next_cursor=next_cursor)
+    return ImagePage(
+        items=[ImageOut.model_validate(image) for image in page], next_cursor=next_cursor
+    )
 
 
 @router.get(
@@ -147,7 +149,7 @@ def list_images(
     responses=problem_responses(404, 422),
 )
 def get_image(image_id: ImageId, session: SessionDep) -> ImageOut:
-    return ImageOut.build(load_image(session, image_id))
+    return ImageOut.model_validate(load_image(session, image_id))
 
 
 _BYTES_RESPONSES: dict[int | str, dict[str, Any]] = {

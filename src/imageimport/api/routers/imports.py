@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from imageimport import db
 from imageimport.api.deps import (
@@ -29,6 +28,7 @@ from imageimport.api.schemas import (
     ImportCreate,
     ImportOut,
     ImportPage,
+    ImportStatus,
     ItemOut,
     ItemPage,
     ItemState,
@@ -41,9 +41,8 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/imports", tags=["imports"])
 
-# How often an event stream looks at the database, and how long it may stay silent.
+# How often an event stream looks at the database.
 POLL_SECONDS = 0.5
-KEEPALIVE_SECONDS = 15.0
 
 CursorParam = Annotated[
     str | None, Query(description="The `next_cursor` of the previous page.", max_length=512)
@@ -73,7 +72,9 @@ def load_import(session: db.Session, raw_id: str) -> Import:
 
 def import_view(session: db.Session, record: Import) -> ImportOut:
     counters = db.import_counters(session, record.id)
-    return ImportOut.build(record, counters, db.latest_settled_path(session, record.id))
+    return ImportOut.model_validate(
+        ImportStatus(record, counters, db.latest_settled_path(session, record.id))
+    )
 
 
 def fresh_view(session: db.Session, import_id: str) -> ImportOut:
@@ -128,7 +129,8 @@ def list_imports(
         position = {"at": last.created_at.isoformat(), "id": last.id}
         next_cursor = cursors.encode("imports", position, {})
     return ImportPage(
-        items=[ImportOut.build(r, counters[r.id]) for r in page], next_cursor=next_cursor
+        items=[ImportOut.model_validate(ImportStatus(r, counters[r.id])) for r in page],
+        next_cursor=next_cursor,
     )
 
 
@@ -165,7 +167,7 @@ def list_items(
     next_cursor = None
     if len(rows) > limit:
         next_cursor = cursors.encode("items", {"id": page[-1].id}, filters)
-    return ItemPage(items=[ItemOut.build(item) for item in page], next_cursor=next_cursor)
+    return ItemPage(items=[ItemOut.model_validate(item) for item in page], next_cursor=next_cursor)
 
 
 @router.post(
@@ -237,8 +239,13 @@ def _read_view(runtime: Runtime, import_id: str) -> ImportOut | None:
         return import_view(session, record) if record is not None else None
 
 
-def _event(name: str, view: ImportOut) -> str:
-    return f"event: {name}\ndata: {view.model_dump_json()}\n\n"
+async def import_to_follow(import_id: str, runtime: RuntimeDep) -> ImportOut:
+    """A dependency, so an unknown import is a 404 problem before the stream begins."""
+    canonical = canonical_id(import_id)
+    view = await run_in_threadpool(_read_view, runtime, canonical) if canonical else None
+    if view is None:
+        raise not_found(f"Import {import_id[:64]!r}")
+    return view
 
 
 def _fingerprint(view: ImportOut) -> Any:
@@ -246,53 +253,39 @@ def _fingerprint(view: ImportOut) -> Any:
     return json.dumps(view.model_dump(mode="json", exclude={"rate"}), sort_keys=True)
 
 
-async def _stream(runtime: Runtime, view: ImportOut) -> AsyncIterator[str]:
-    yield _event("progress", view)
-    sent, quiet_since = _fingerprint(view), time.monotonic()
-    while view.state not in TERMINAL_IMPORT_STATES:
-        await asyncio.sleep(POLL_SECONDS)
-        try:
-            latest = await run_in_threadpool(_read_view, runtime, view.id)
-        except DatabaseError as error:
-            # A database blip need not end the stream: nothing new to say, keep-alives go on.
-            log.warning("event stream of import %s: %s", view.id, type(error).__name__)
-            latest = view
-        if latest is None:
-            return  # deleted meanwhile: there is no final state to report
-        view = latest
-        if view.state in TERMINAL_IMPORT_STATES:
-            break
-        if _fingerprint(view) != sent:
-            yield _event("progress", view)
-            sent, quiet_since = _fingerprint(view), time.monotonic()
-        elif time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
-            yield ": keep-alive\n\n"
-            quiet_since = time.monotonic()
-    yield _event("end", view)
-
-
 @router.get(
     "/{import_id}/events",
     summary="Follow an import live (Server-Sent Events)",
-    response_class=StreamingResponse,
+    response_class=EventSourceResponse,
     responses={
         200: {
             "description": "`event: progress` with the Import JSON at once and on every change; "
-            "`: keep-alive` comments every 15 s of silence; `event: end` with the final Import "
+            "`: ping` comments every 15 s of silence; `event: end` with the final Import "
             "JSON once it reaches a final state, then the stream closes.",
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
         **problem_responses(404),
     },
 )
-async def import_events(import_id: str, runtime: RuntimeDep) -> StreamingResponse:
-    canonical = canonical_id(import_id)
-    view = await run_in_threadpool(_read_view, runtime, canonical) if canonical else None
-    if view is None:
-        raise not_found(f"Import {import_id[:64]!r}")
-    return StreamingResponse(
-        _stream(runtime, view),
-        media_type="text/event-stream",
-        # No caching, and no buffering by proxies such as nginx, or events arrive in lumps.
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+async def import_events(
+    runtime: RuntimeDep, view: Annotated[ImportOut, Depends(import_to_follow)]
+) -> AsyncIterator[ServerSentEvent]:
+    # FastAPI frames the events, sends the `: ping` comments while this is quiet, and asks
+    # proxies not to cache or buffer the stream.
+    yield ServerSentEvent(event="progress", data=view)
+    sent = _fingerprint(view)
+    while view.state not in TERMINAL_IMPORT_STATES:
+        await asyncio.sleep(POLL_SECONDS)
+        try:
+            latest = await run_in_threadpool(_read_view, runtime, view.id)
+        except DatabaseError as error:
+            # A database blip need not end the stream: nothing new to say, pings go on.
+            log.warning("event stream of import %s: %s", view.id, type(error).__name__)
+            continue
+        if latest is None:
+            return  # deleted meanwhile: there is no final state to report
+        view = latest
+        if view.state not in TERMINAL_IMPORT_STATES and _fingerprint(view) != sent:
+            yield ServerSentEvent(event="progress", data=view)
+            sent = _fingerprint(view)
+    yield ServerSentEvent(event="end", data=view)
