@@ -74,7 +74,16 @@ def env_options(env: dict[str, str]) -> tuple[str, ...]:
     return tuple(option for key, value in env.items() for option in ("--env", f"{key}={value}"))
 
 
-def wait_for_http(url: str, podman: Podman, name: str, timeout: float = 60) -> None:
+def wait_for_http(
+    url: str,
+    podman: Podman,
+    name: str,
+    run: subprocess.Popen[bytes] | None = None,
+    timeout: float = 60,
+) -> None:
+    """Until `url` answers 200, while the container is starting or running. `run` is the
+    `podman run` of a container started in the foreground: podman knows no container `name`
+    until that process has created it, which takes a moment after it starts."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -82,11 +91,25 @@ def wait_for_http(url: str, podman: Podman, name: str, timeout: float = 60) -> N
                 return
         except httpx.TransportError:
             pass
-        running = podman("container", "inspect", "--format", "{{.State.Running}}", name)
-        if running.stdout.strip() != "true" or time.monotonic() > deadline:
+        inspected = podman(
+            "container", "inspect", "--format", "{{.State.Status}}", name, check=False
+        )
+        status = inspected.stdout.strip() if inspected.returncode == 0 else "missing"
+        if status == "missing" and run is not None:
+            if run.poll() is None:
+                status = "being created"
+            else:
+                status = f"gone: podman run exited with {run.returncode}"
+        if status not in _STARTING_OR_RUNNING or time.monotonic() > deadline:
             logs = podman("logs", name, check=False)
-            raise AssertionError(f"{url} never answered 200\n{logs.stdout}{logs.stderr}")
+            raise AssertionError(
+                f"{url} never answered 200 (container {status})\n{logs.stdout}{logs.stderr}"
+            )
         time.sleep(0.3)
+
+
+# Podman's states of a container on its way up, and up ("being created": ours, see above).
+_STARTING_OR_RUNNING = frozenset({"being created", "configured", "created", "running"})
 
 
 def stop(podman: Podman, name: str) -> int:
@@ -275,7 +298,7 @@ def test_migrate_queue_setup_and_worker_against_real_servers(
                 log=tmp_path / "worker-container.log",
             )
             cluster.workers.append(worker)
-            wait_for_http(f"http://127.0.0.1:{health}/healthz", podman, name)
+            wait_for_http(f"http://127.0.0.1:{health}/healthz", podman, name, run=worker)
 
             import_id = cluster.plan(route.url)  # the planner runs on the host
             counts = cluster.wait_finished(import_id, timeout=120)

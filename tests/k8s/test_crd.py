@@ -10,6 +10,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from imageimport.services.options import SPEC_OPTIONS
 from imageimport.sources.registry import parse_folder_url
 from tests.k8s.manifests import (
     CHART_CRD_FILE,
@@ -218,11 +219,7 @@ def test_other_links_are_refused(url: str) -> None:
 def test_an_import_gets_the_option_defaults() -> None:
     obj = import_with({"source": {"url": FOLDER_LINKS[0]}})
     defaulted = validate_custom_resource(obj, imageimport_crd())
-    assert defaulted["spec"]["options"] == {
-        "recursive": True,
-        "includeNonImages": False,
-        "deleteImagesOnRemoval": False,
-    }
+    assert defaulted["spec"]["options"] == {"deleteImagesOnRemoval": False}
 
 
 FULL_SPEC = {
@@ -230,14 +227,7 @@ FULL_SPEC = {
         "url": FOLDER_LINKS[-3],
         "credentialsSecretRef": {"name": "dropbox-app", "keys": {"dropboxAppKey": "key"}},
     },
-    "destination": {"bucket": "photos.example", "prefix": "imports/2024/"},
-    "options": {
-        "recursive": False,
-        "maxFileSizeBytes": 10_000_000_000,
-        "includeNonImages": True,
-        "concurrency": 32,
-        "deleteImagesOnRemoval": True,
-    },
+    "options": {"maxFileSizeBytes": 10_000_000_000, "deleteImagesOnRemoval": True},
 }
 FULL_STATUS = {
     "phase": "CompletedWithFailures",
@@ -259,6 +249,13 @@ FULL_STATUS = {
         }
     ],
 }
+
+
+def test_the_spec_offers_what_the_operator_honours_and_nothing_else() -> None:
+    spec = crd_version_schema(imageimport_crd(), "v1alpha1")["properties"]["spec"]
+    assert set(spec["properties"]) == {"source", "options"}
+    assert set(spec["properties"]["source"]["properties"]) == {"url", "credentialsSecretRef"}
+    assert set(spec["properties"]["options"]["properties"]) == set(SPEC_OPTIONS)
 
 
 def test_a_full_resource_with_status_is_accepted() -> None:
@@ -291,13 +288,15 @@ _DELETE = object()
         ("spec", _DELETE),
         ("spec.sourceUrl", "https://drive.google.com/drive/folders/x"),  # unknown field
         ("spec.source.token", "secret"),
-        ("spec.options.recursiv", True),
-        ("spec.options.concurrency", 0),
-        ("spec.options.concurrency", 1000),
+        ("spec.options.deleteImagesOnRemova", True),
         ("spec.options.maxFileSizeBytes", 0),
-        ("spec.options.recursive", "yes"),
-        ("spec.destination.bucket", "Not_A_Bucket"),
-        ("spec.destination.prefix", "/absolute"),
+        ("spec.options.maxFileSizeBytes", "10MB"),
+        ("spec.options.deleteImagesOnRemoval", "yes"),
+        # What earlier versions of the CRD had, and no import ever honoured.
+        ("spec.destination", {"bucket": "photos.example"}),
+        ("spec.options.recursive", False),
+        ("spec.options.includeNonImages", True),
+        ("spec.options.concurrency", 4),
         ("spec.source.credentialsSecretRef.name", "Not A Name"),
         ("spec.source.credentialsSecretRef", {"keys": {}}),
         ("status.phase", "Running"),

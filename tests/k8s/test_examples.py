@@ -1,11 +1,17 @@
-"""examples/: ready-to-apply manifests, valid against Kubernetes and the ImageImport CRD."""
+"""examples/: ready-to-apply manifests, valid against Kubernetes and the ImageImport CRD, and
+what the operator of a default install imports as they say."""
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import Callable
 
+import pytest
+import yaml
+
+from imageimport.services.options import check_spec
+from imageimport.settings import Settings
 from imageimport.sources.registry import parse_folder_url
-from tests.k8s.manifests import EXAMPLES, load_file, object_id, validate_object
+from tests.k8s.manifests import CHART, EXAMPLES, load_file, object_id, validate_object
 
 EXAMPLE_FILES = {
     "drive-public.yaml": ("gdrive", set()),
@@ -45,3 +51,17 @@ def test_example_imports_the_right_kind_of_folder_with_its_credentials(filename:
     # The referenced Secret ships beside it, with the keys the operator reads by default.
     secret = secrets[reference["name"]]
     assert set(secret["stringData"]) == credential_keys
+
+
+@pytest.mark.parametrize("filename", sorted(EXAMPLE_FILES))
+def test_the_operator_of_a_default_install_accepts_the_example(
+    filename: str, make_settings: Callable[..., Settings]
+) -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    settings = make_settings(
+        s3_bucket=values["s3"]["bucket"],
+        s3_prefix=values["s3"]["prefix"],
+        max_file_size_bytes=values["config"]["maxFileSizeBytes"],
+    )
+    (resource,) = [d for d in load_file(EXAMPLES / filename) if d["kind"] == "ImageImport"]
+    check_spec(resource["spec"], settings)

@@ -129,11 +129,37 @@ def test_what_cannot_be_imported_is_refused_before_any_resource_exists(
     )
     assert_problem(unsupported, 422, "invalid-options")
 
+    above_the_limit = settings.max_file_size_bytes + 1
+    too_large = api.post(
+        "/api/v1/imports",
+        json={"url": drive.url, "options": {"maxFileSizeBytes": above_the_limit}},
+    )
+    problem = assert_problem(too_large, 422, "invalid-options")
+    assert problem["detail"].startswith(f"spec.options.maxFileSizeBytes is {above_the_limit}, ")
+
     bad_link = api.post("/api/v1/imports", json={"url": "https://example.com/photos"})
     assert_problem(bad_link, 422, "invalid-url")
 
     assert kube.objects(RESOURCE) == []
     assert imports(settings) == []
+
+
+def test_a_lower_file_size_limit_becomes_the_resources_and_the_imports(
+    api: TestClient, kube: KubeHarness, settings: Settings, drive: Any
+) -> None:
+    response = api.post(
+        "/api/v1/imports", json={"url": drive.url, "options": {"maxFileSizeBytes": 1000}}
+    )
+    assert response.status_code == 202, response.text
+    [resource] = kube.objects(RESOURCE)
+    assert resource["spec"]["options"] == {"maxFileSizeBytes": 1000}
+    engine = create_engine(settings.effective_database_url)
+    try:
+        with engine.connect() as connection:
+            options = connection.scalar(select(Import.options))
+    finally:
+        engine.dispose()
+    assert options["maxFileSizeBytes"] == 1000
 
 
 def test_a_cluster_without_the_crd_is_a_clear_503(

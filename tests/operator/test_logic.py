@@ -24,7 +24,7 @@ from imageimport.queue.base import Job
 from imageimport.queue.nats import NatsQueue
 from imageimport.services.credentials import CredentialedRuntime, SecretRef
 from imageimport.services.imports import Importer, ensure_import, record_import
-from imageimport.services.options import SpecError, check_spec
+from imageimport.services.options import SpecError, check_spec, import_options
 from imageimport.settings import Settings
 from imageimport.sources.base import RemoteFile
 from imageimport.sources.registry import parse_folder_url
@@ -215,7 +215,13 @@ def test_an_import_recorded_by_the_api_first_is_the_one_the_operator_lists(world
         ({"destination": {"prefix": "holidays/"}}, "spec.destination.prefix is 'holidays/'"),
         ({"options": {"recursive": False}}, "imports always include the subfolders"),
         ({"options": {"includeNonImages": True}}, "only images are stored"),
-        ({"options": {"maxFileSizeBytes": 1000}}, "this installation's limit is"),
+        ({"options": {"maxFileSizeBytes": 2**62}}, "this installation's limit is"),
+        ({"options": {"maxFileSizeBytes": 0}}, "it must be a number of bytes from 1"),
+        ({"options": {"deleteImagesOnRemoval": "yes"}}, "it must be true or false"),
+        (
+            {"options": {"speed": "max"}},
+            r"Unknown field\(s\) spec.options.speed: an ImageImport supports spec.source.url, ",
+        ),
     ],
 )
 def test_a_spec_the_workers_would_not_honour_is_refused(
@@ -250,8 +256,66 @@ def test_what_the_installation_does_is_accepted_and_a_bad_link_is_refused(world:
         ),
         settings,
     )
+    check_spec(spec(FOLDER_A, options={"maxFileSizeBytes": 1000}), settings)  # a lower limit
     with pytest.raises(InvalidSourceURL):
         check_spec({"source": {"url": "https://example.com/folder"}}, settings)
+
+
+def test_a_recorded_import_is_not_refused_by_settings_changed_since(world: World) -> None:
+    """An operator restarted with a lower MAX_FILE_SIZE_BYTES keeps the import that runs or ran
+    for a resource asking for more, instead of failing it; a new resource is refused."""
+    runtime = world.runtime()
+    asking = spec(FOLDER_A, options={"maxFileSizeBytes": 1000})
+    recorded = record_import(runtime, "uid-old", asking, namespace=NAMESPACE, name="old")
+    lowered = world.runtime(max_file_size_bytes=500)
+    importer = world.importer(lowered)
+    assert ensure_import(lowered, importer, "uid-old", asking, namespace=NAMESPACE, name="old") == (
+        recorded
+    )
+    importer.wait(30)
+    with pytest.raises(SpecError, match="maxFileSizeBytes is 1000, but this installation's limit"):
+        ensure_import(lowered, importer, "uid-new", asking, namespace=NAMESPACE, name="new")
+
+
+def test_the_import_records_the_options_the_workers_honour() -> None:
+    options = import_options(
+        spec(
+            FOLDER_A,
+            options={"maxFileSizeBytes": 1000, "deleteImagesOnRemoval": True, "recursive": True},
+        ),
+        NAMESPACE,
+        "a",
+    )
+    assert options == {
+        "maxFileSizeBytes": 1000,
+        "deleteImagesOnRemoval": True,
+        "resource": {"namespace": NAMESPACE, "name": "a"},
+    }
+
+
+def test_the_workers_apply_a_resources_lower_file_size_limit(world: World) -> None:
+    runtime = world.runtime()
+    world.workers(runtime)
+    limit = 250  # between two.png (229 bytes) and one.png (268 bytes)
+    assert len(IMG[1]) <= limit < len(IMG[0])
+    importer = world.importer(runtime)
+    limited = spec(FOLDER_A, options={"maxFileSizeBytes": limit})
+    import_id = ensure_import(runtime, importer, "uid-l", limited, namespace=NAMESPACE, name="l")
+    importer.wait(30)
+    status = wait_finished(runtime, import_id)
+    assert status["phase"] == "CompletedWithFailures", status
+    with runtime.session() as session:
+        items = {
+            item.name: (item.state, item.reason)
+            for item in session.scalars(select(ImportItem).where(ImportItem.import_id == import_id))
+        }
+    assert items == {
+        "one.png": (
+            "failed",
+            "File too large: more than 250 bytes (the import's maxFileSizeBytes).",
+        ),
+        "two.png": ("done", None),
+    }
 
 
 # -- status ------------------------------------------------------------------------------------

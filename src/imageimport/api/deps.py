@@ -13,6 +13,7 @@ from imageimport.api.pagination import Cursors
 from imageimport.queue.base import JobQueue
 from imageimport.runtime import Runtime
 from imageimport.services.imports import Importer
+from imageimport.services.options import check_import_options
 from imageimport.settings import Settings
 from imageimport.storage.base import ObjectStore
 
@@ -61,7 +62,8 @@ SessionDep = Annotated[db.Session, Depends(get_session)]
 
 
 class Starter(Protocol):
-    """Starts an import and returns its id; InvalidSourceURL for a bad link."""
+    """Starts an import and returns its id; InvalidSourceURL for a bad link, SpecError for
+    options it cannot honour."""
 
     def __call__(self, url: str, options: dict[str, Any]) -> str: ...
 
@@ -75,7 +77,10 @@ async def get_starter(request: Request, importer: ImporterDep) -> Starter:
 
         return resource_starter(request.app.state)
 
+    settings = request.app.state.settings
+
     def start(url: str, options: dict[str, Any]) -> str:
+        check_import_options(options, settings)
         return importer.start(url, options)
 
     return start

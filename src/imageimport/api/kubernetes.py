@@ -12,7 +12,7 @@ the database.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from starlette.datastructures import State
 
@@ -29,7 +29,7 @@ from imageimport.kube.cluster import (
 )
 from imageimport.runtime import Runtime
 from imageimport.services.imports import record_import
-from imageimport.services.options import KNOWN_OPTIONS, SpecError, check_spec
+from imageimport.services.options import SPEC_OPTIONS, SpecError, check_spec
 
 
 class ResourceStarter:
@@ -51,20 +51,18 @@ class ResourceStarter:
         )
 
     def spec(self, url: str, options: dict[str, Any]) -> dict[str, Any]:
-        """The resource's spec; 422 problems before anything is created."""
-        unknown = sorted(set(options) - set(KNOWN_OPTIONS))
+        """The resource's spec; InvalidSourceURL or SpecError (422) before anything is
+        created."""
+        unknown = sorted(set(options) - set(SPEC_OPTIONS))
         if unknown:
-            raise _invalid_options(
+            raise SpecError(
                 f"Unknown option(s) {', '.join(unknown)}: in Kubernetes mode the options are an "
-                f"ImageImport's spec.options ({', '.join(KNOWN_OPTIONS)})."
+                f"ImageImport's spec.options ({', '.join(SPEC_OPTIONS)})."
             )
         spec: dict[str, Any] = {"source": {"url": url}}
         if options:
             spec["options"] = dict(options)
-        try:
-            check_spec(spec, self.runtime.settings)  # InvalidSourceURL answers 422 itself
-        except SpecError as error:
-            raise _invalid_options(str(error)) from None
+        check_spec(spec, self.runtime.settings)
         return spec
 
     def _create(self, spec: dict[str, Any]) -> dict[str, Any]:
@@ -79,24 +77,15 @@ class ResourceStarter:
             "spec": spec,
         }
         try:
-            created: dict[str, Any] = self._objects.create_namespaced_custom_object(
+            created = self._objects.create_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, PLURAL, body
             )
         except ApiException as error:
             raise _kubernetes_error(error, self.namespace) from None
         except (HTTPError, OSError) as error:
             raise TransientError(f"The Kubernetes API cannot be reached: {error}") from None
-        return created
-
-
-def _invalid_options(message: str) -> Problem:
-    return Problem(
-        422,
-        "invalid-options",
-        message,
-        title="Options not supported",
-        errors=[{"field": "options", "message": message}],
-    )
+        # The client declares `object`; the API server answers with the created resource.
+        return cast(dict[str, Any], created)
 
 
 def _kubernetes_error(error: Any, namespace: str) -> Exception:

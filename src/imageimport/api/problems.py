@@ -23,6 +23,7 @@ from imageimport.errors import (
     InvalidSourceURL,
     TransientError,
 )
+from imageimport.services.options import SpecError
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,17 @@ async def _on_invalid_url(request: Request, error: Exception) -> ProblemResponse
     return problem_response(request.url.path, problem)
 
 
+async def _on_unsupported_options(request: Request, error: Exception) -> ProblemResponse:
+    problem = Problem(
+        422,
+        "invalid-options",
+        str(error),
+        title="Options not supported",
+        errors=[{"field": "options", "message": str(error)}],
+    )
+    return problem_response(request.url.path, problem)
+
+
 async def _on_domain_error(request: Request, error: Exception) -> ProblemResponse:
     if isinstance(error, TransientError):
         headers = {"Retry-After": str(max(1, round(error.retry_after or 5)))}
@@ -228,6 +240,7 @@ def install_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(InvalidSourceURL, _on_invalid_url)
+    app.add_exception_handler(SpecError, _on_unsupported_options)
     app.add_exception_handler(ImageImportError, _on_domain_error)
     app.add_exception_handler(DatabaseUnavailable, _on_database_unavailable)
     app.add_exception_handler(DatabaseError, _on_database_error)

@@ -61,7 +61,12 @@ class ImportCreate(BaseModel):
         examples=["https://drive.google.com/drive/folders/1AbCdEfGhIjKlMnOpQrStUvWxYz"],
     )
     options: dict[str, Any] = Field(
-        default_factory=dict, description="Reserved for future options; stored as given."
+        default_factory=dict,
+        description=(
+            "maxFileSizeBytes: this import's limit per file, at most the installation's "
+            "MAX_FILE_SIZE_BYTES; in Kubernetes mode also deleteImagesOnRemoval (an "
+            "ImageImport's spec.options). Any other option is refused."
+        ),
     )
 
 

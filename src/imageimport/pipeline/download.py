@@ -15,9 +15,9 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any, BinaryIO, cast
 
 from imageimport import metrics
 from imageimport.errors import FileTooLarge, ImageImportError, ItemError, NotAnImage, TransientError
@@ -51,35 +51,49 @@ class Interrupted(ImageImportError):
     """This process is stopping. Not an attempt: the file goes back to the queue as it was."""
 
 
+# The option by which an import downloads less of each file than MAX_FILE_SIZE_BYTES allows
+# (an ImageImport's spec.options.maxFileSizeBytes), checked when the import is started.
+MAX_FILE_SIZE_OPTION = "maxFileSizeBytes"
+
+
 @dataclass(frozen=True)
 class Limits:
     max_bytes: int
     deadline_seconds: float
     min_bytes_per_second: int  # 0: no minimum
     low_speed_seconds: float
+    max_bytes_from: str = "MAX_FILE_SIZE_BYTES"  # which limit max_bytes is, for the reason
 
     @classmethod
-    def of(cls, settings: Settings) -> Limits:
+    def of(cls, settings: Settings, options: Mapping[str, Any] | None = None) -> Limits:
+        """The installation's limits, with the import's own size limit (`options`) when it
+        is lower. Never higher: MAX_FILE_SIZE_BYTES may have been lowered since the import
+        started, and imports recorded before options were checked may hold anything."""
+        max_bytes, max_bytes_from = settings.max_file_size_bytes, "MAX_FILE_SIZE_BYTES"
+        asked = (options or {}).get(MAX_FILE_SIZE_OPTION)
+        if type(asked) is int and 0 < asked < max_bytes:
+            max_bytes, max_bytes_from = asked, f"the import's {MAX_FILE_SIZE_OPTION}"
         return cls(
-            settings.max_file_size_bytes,
+            max_bytes,
             settings.download_deadline_seconds,
             settings.download_min_bytes_per_second,
             settings.download_low_speed_seconds,
+            max_bytes_from,
         )
 
 
 @dataclass
 class Download:
-    file: IO[bytes]
+    file: BinaryIO
     size: int
     sha256: str
     format: str
 
 
-def _too_large(limit: int) -> FileTooLarge:
-    return FileTooLarge(
-        f"File too large: more than {limit / 1024 / 1024:.1f} MiB (MAX_FILE_SIZE_BYTES)."
-    )
+def _too_large(limits: Limits) -> FileTooLarge:
+    mib = limits.max_bytes / 1024 / 1024
+    amount = f"{mib:.1f} MiB" if mib >= 1 else f"{limits.max_bytes:,} bytes"
+    return FileTooLarge(f"File too large: more than {amount} ({limits.max_bytes_from}).")
 
 
 def download(
@@ -94,13 +108,13 @@ def download(
 
     Raises DownloadTooSlow, DownloadTookTooLong, or Interrupted once `abort` is set."""
     if remote.size is not None and remote.size > limits.max_bytes:
-        raise _too_large(limits.max_bytes)
+        raise _too_large(limits)
     watch = _Watch(limits, heartbeat, abort)
     spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - returned
     try:
         with _WATCHDOG.watching(watch), transfer.active(watch.transfer):
             try:
-                size, sha256, fmt = _receive(source, remote, limits.max_bytes, watch, spool)
+                size, sha256, fmt = _receive(source, remote, limits, watch, spool)
             except Exception as error:
                 # A cut connection surfaces as whatever the library makes of it (a dropped
                 # connection, a short body): the reason is why it was cut.
@@ -112,11 +126,12 @@ def download(
         spool.close()
         raise
     spool.seek(0)
-    return Download(spool, size, sha256, fmt)
+    # Opened in binary mode (w+b), so a BinaryIO; typeshed only knows it as an IO[bytes].
+    return Download(cast(BinaryIO, spool), size, sha256, fmt)
 
 
 def _receive(
-    source: Source, remote: RemoteFile, max_bytes: int, watch: _Watch, spool: IO[bytes]
+    source: Source, remote: RemoteFile, limits: Limits, watch: _Watch, spool: IO[bytes]
 ) -> tuple[int, str, str]:
     digest = hashlib.sha256()
     size = 0
@@ -132,8 +147,8 @@ def _receive(
                     fmt = _sniffed(head)
             size += len(chunk)
             watch.received = size
-            if size > max_bytes:
-                raise _too_large(max_bytes)
+            if size > limits.max_bytes:
+                raise _too_large(limits)
             digest.update(chunk)
             spool.write(chunk)
             metrics.BYTES.inc(len(chunk))

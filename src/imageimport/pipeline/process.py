@@ -56,9 +56,10 @@ def process_item(
         )
         source = runtime.source_for(record)
         provider = record.provider
+        limits = Limits.of(runtime.settings, record.options)
     settings = runtime.settings
     try:
-        fetched = download(source, remote, Limits.of(settings), heartbeat, abort)
+        fetched = download(source, remote, limits, heartbeat, abort)
     except ItemError as error:
         return _settle(runtime, item, error.state, str(error))
     except ForbiddenHost as error:

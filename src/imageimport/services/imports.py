@@ -190,7 +190,10 @@ def ensure_import(
     `credentials` are the values of the Secret the spec names (Settings field -> value), read
     by the caller; without them the runtime reads the Secret itself when it opens the source.
     Raises InvalidSourceURL / SpecError for a spec that can never work."""
-    check_spec(spec, runtime.settings)
+    if import_id_for(runtime, uid) is None:
+        # Checked before it is first recorded only: an import that runs or ran stays its
+        # resource's whatever was decided since (a newer operator's rules, other settings).
+        check_spec(spec, runtime.settings)
     ref = SecretRef.from_spec(spec, namespace)
     if ref is not None:
         if not isinstance(runtime, CredentialedRuntime):
