@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from imageimport import db
 from imageimport.cli import app
+from imageimport.runtime import Runtime
+from imageimport.settings import Settings
+from imageimport.sources.base import RemoteFile
+from imageimport.sources.registry import parse_folder_url
 from tests.commands import run_imageimport
 from tests.fakes.folder import FakeFile, FakeFolder, make_image, sample_folder
 from tests.pipeline.routes import ROUTES, Route, start_route
@@ -135,6 +140,55 @@ def test_console_script_runs(clean_env: Path) -> None:
     done = run_imageimport("images", "--json", env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
+
+
+def test_images_json_lists_every_image_however_many(clean_env: Path) -> None:
+    # More than the table shows (1,000) and than one page of the database holds.
+    count = 1_234
+    runtime = Runtime(Settings(), housekeeping=False)
+    try:
+        with runtime.session() as session:
+            import_id = db.create_import(session, parse_folder_url(DRIVE_FOLDER)).id
+            files = [RemoteFile(id=f"f{n}", name=f"{n}.png", path=f"{n}.png") for n in range(count)]
+            items = db.add_items(session, import_id, files)
+            for n, item in enumerate(items):
+                image_id, _ = db.insert_image(session, _new_image(n, import_id))
+                db.finish_item(session, item.id, "done", image_id=image_id, nbytes=1)
+    finally:
+        runtime.close()
+
+    for command in (["images", "--json"], ["images", "--json", "--import", import_id]):
+        listed = runner.invoke(app, command)
+        assert listed.exit_code == 0, listed.output
+        ids = [image["id"] for image in json.loads(listed.stdout)]
+        assert len(ids) == count
+        assert ids == sorted(set(ids))
+    limited = runner.invoke(app, ["images", "--json", "--limit", "1001"])
+    assert len(json.loads(limited.stdout)) == 1001
+    # The table shows the first thousand, and says there is more.
+    table = runner.invoke(app, ["images"])
+    assert table.exit_code == 0, table.output
+    assert "--json lists them all" in table.stderr
+
+
+def _new_image(n: int, import_id: str) -> db.NewImage:
+    return db.NewImage(
+        sha256=f"{n:064x}",
+        object_key=f"images/{n:064x}.png",
+        thumbnail_key=f"thumbnails/{n:064x}.webp",
+        size=1,
+        content_type="image/png",
+        width=1,
+        height=1,
+        format="PNG",
+        taken_at=None,
+        camera=None,
+        name=f"{n}.png",
+        path=f"{n}.png",
+        provider="gdrive",
+        source_file_id=f"f{n}",
+        import_id=import_id,
+    )
 
 
 # -- an unreachable NATS ----------------------------------------------------------------------

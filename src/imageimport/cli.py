@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -25,10 +26,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
-from sqlalchemy import select
 
-from imageimport.db.models import Image, ImportItem
-from imageimport.errors import DatabaseUnavailable, ImageImportError
+from imageimport import db
+from imageimport.db.models import Image
+from imageimport.errors import ImageImportError
 from imageimport.settings import Settings
 
 if TYPE_CHECKING:
@@ -57,31 +58,13 @@ def _settings() -> Settings:
 def _runtime(settings: Settings) -> Runtime:
     from imageimport.runtime import Runtime
 
-    with _database_errors(settings):
-        return Runtime(settings)
+    return Runtime(settings)
 
 
 def _services(settings: Settings) -> Services[Runtime]:
     from imageimport.services.stack import open_services
 
-    with _database_errors(settings):
-        return open_services(settings)
-
-
-@contextmanager
-def _database_errors(settings: Settings) -> Iterator[None]:
-    """A database that cannot be reached is one sentence, without the URL's password."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import OperationalError
-
-    try:
-        yield
-    except OperationalError as error:
-        url = make_url(settings.effective_database_url).render_as_string(hide_password=True)
-        cause = str(error.orig or error).strip().splitlines()
-        raise DatabaseUnavailable(
-            f"Cannot use the database at {url}: {cause[0] if cause else 'no details'}."
-        ) from None
+    return open_services(settings)
 
 
 def _fail(error: ImageImportError, code: int = 2) -> typer.Exit:
@@ -372,12 +355,7 @@ def _summary(settings: Settings, result: Any) -> None:
         runtime = Runtime(settings, migrate=False, housekeeping=False)
         try:
             with runtime.session() as session:
-                failed = session.execute(
-                    select(ImportItem.path, ImportItem.reason)
-                    .where(ImportItem.import_id == result.import_id, ImportItem.state == "failed")
-                    .order_by(ImportItem.path)
-                    .limit(50)
-                ).all()
+                failed = db.failed_files(session, result.import_id, 50)
         finally:
             runtime.close()
         console.print("[bold red]Failed files:[/bold red]")
@@ -414,38 +392,49 @@ def _json_escape(ch: str) -> str:
     return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
+# The table stops here unless --limit says otherwise; --json lists every image.
+TABLE_ROWS = 1000
+# Images read from the database at a time (a keyset page each, in a transaction of its own).
+IMAGE_PAGE = 500
+
+
 @app.command()
 def images(
     import_id: Annotated[
         str | None, typer.Option("--import", help="Only this import's images.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON array on stdout.")] = False,
-    limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 1000,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Every image, as one JSON array on stdout.")
+    ] = False,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help=f"At most this many (default: all with --json, {TABLE_ROWS:,} in the table).",
+        ),
+    ] = None,
 ) -> None:
-    """List stored images."""
+    """List stored images, oldest first."""
     settings = _settings()
     try:
         runtime = _runtime(settings)
     except ImageImportError as error:
         raise _fail(error) from None
+    # An image belongs to every import that found it, not only the first.
+    where = db.ImageFilter(import_id=import_id or None)
     try:
-        with runtime.session() as session:
-            query = select(Image).order_by(Image.id).limit(limit)
-            if import_id:
-                # An image belongs to every import that found it, not only the first.
-                query = query.where(
-                    Image.id.in_(
-                        select(ImportItem.image_id).where(ImportItem.import_id == import_id)
-                    )
-                )
-            rows = [_image_json(image) for image in session.scalars(query)]
+        if as_json:
+            _write_json_array(_image_json(image) for image in _stored_images(runtime, where, limit))
+            return
+        shown = limit or TABLE_ROWS
+        # One more than is shown, to know whether there is more.
+        rows = [_image_json(image) for image in _stored_images(runtime, where, shown + 1)]
+    except ImageImportError as error:
+        raise _fail(error) from None
     finally:
         runtime.close()
-    if as_json:
-        sys.stdout.write(_json_printable(json.dumps(rows, ensure_ascii=False, indent=2)) + "\n")
-        return
     table = Table("id", "name", "format", "size", "dimensions", "taken at", "sha256")
-    for row in rows:
+    for row in rows[:shown]:
         table.add_row(
             str(row["id"]),
             _printable(row["path"]),
@@ -456,6 +445,38 @@ def images(
             row["sha256"][:12],
         )
     Console().print(table)
+    if len(rows) > shown:
+        console.print(
+            f"The first {shown:,} images; --limit shows more, --json lists them all.",
+            highlight=False,
+        )
+
+
+def _stored_images(runtime: Runtime, where: db.ImageFilter, limit: int | None) -> Iterator[Image]:
+    """The stored images `where` picks, by id, up to `limit`: read a page at a time, so any
+    number of them can be streamed."""
+    after = None
+    left = limit
+    while left is None or left > 0:
+        size = IMAGE_PAGE if left is None else min(IMAGE_PAGE, left)
+        with runtime.session() as session:
+            page = db.image_page(session, where, size, after=after)
+        yield from page
+        if len(page) < size:
+            return
+        after = page[-1].id
+        if left is not None:
+            left -= len(page)
+
+
+def _write_json_array(rows: Iterable[Any]) -> None:
+    """What json.dumps(list(rows), indent=2) would write to stdout, an element at a time."""
+    opened = False
+    for row in rows:
+        element = textwrap.indent(json.dumps(row, ensure_ascii=False, indent=2), "  ")
+        sys.stdout.write(_json_printable(("," if opened else "[") + "\n" + element))
+        opened = True
+    sys.stdout.write("\n]\n" if opened else "[]\n")
 
 
 def _image_json(image: Image) -> dict[str, Any]:
@@ -482,14 +503,9 @@ def _image_json(image: Image) -> dict[str, Any]:
 @app.command()
 def migrate() -> None:
     """Create or upgrade the database schema."""
-    from imageimport.db.engine import make_engine
-    from imageimport.db.migrate import upgrade
-
     settings = _settings()
     try:
-        with _database_errors(settings):
-            engine = make_engine(settings)
-            upgrade(engine)
+        db.upgrade(db.make_engine(settings))
     except ImageImportError as error:
         raise _fail(error) from None
     console.print("Database is up to date.")

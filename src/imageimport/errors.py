@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 
 class ImageImportError(Exception):
     """Base class; `str(error)` is a complete, human-readable sentence."""
@@ -11,8 +13,19 @@ class ConfigError(ImageImportError):
     pass
 
 
-class DatabaseUnavailable(ImageImportError):
-    pass
+class DatabaseError(ImageImportError):
+    """A statement the database refused or could not run: `imageimport.db` turns SQLAlchemy's
+    errors into these. `kind` is the DB-API class of the failure (e.g. "IntegrityError"),
+    which names no host and no user: safe to show where the message is not."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database cannot be used right now (unreachable, not answering in time, locked, or
+    without its tables): worth trying again later."""
 
 
 class InvalidSourceURL(ImageImportError):
@@ -43,7 +56,8 @@ class StoreFull(TransientError):
 class ItemError(ImageImportError):
     """One file cannot be imported; the rest of the import goes on."""
 
-    state = "failed"
+    # The state the file is settled in (one of db.models.ItemState).
+    state: Literal["failed", "skipped"] = "failed"
 
 
 class ItemSkipped(ItemError):

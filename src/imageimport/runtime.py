@@ -4,13 +4,9 @@ sources of the imports it is working on."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
-from sqlalchemy.orm import Session
-
-from imageimport.db.engine import make_engine, make_session_factory
-from imageimport.db.migrate import upgrade
+from imageimport import db
 from imageimport.db.models import Import
 from imageimport.housekeeping import Housekeeper
 from imageimport.settings import Settings
@@ -25,10 +21,10 @@ class Runtime:
         """`housekeeping`: remove what crashed processes left (at once, then periodically
         until `close()`); off only for a short look at the database."""
         self.settings = settings
-        self.engine = make_engine(settings)
+        self.engine = db.make_engine(settings)
         if migrate:
-            upgrade(self.engine)
-        self.sessions = make_session_factory(self.engine)
+            db.upgrade(self.engine)
+        self.sessions = db.make_session_factory(self.engine)
         self.store: ObjectStore = make_store(settings)
         self._sources: dict[str, Source] = {}
         self._lock = threading.Lock()
@@ -36,11 +32,9 @@ class Runtime:
         if self._housekeeper is not None:
             self._housekeeper.start()
 
-    @contextmanager
-    def session(self) -> Iterator[Session]:
+    def session(self) -> AbstractContextManager[db.Session]:
         """A session committed on success and rolled back on error."""
-        with self.sessions.begin() as session:
-            yield session
+        return db.transaction(self.sessions)
 
     def source_for(self, record: Import) -> Source:
         """One open source per import, shared by every thread of this process."""

@@ -15,7 +15,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from imageimport.db import repo
+from imageimport import db
 from imageimport.db.models import Image, Import, ImportItem
 from imageimport.errors import InvalidSourceURL
 from imageimport.operator import logic
@@ -134,7 +134,7 @@ def rows(runtime: CredentialedRuntime) -> list[tuple[str, str | None, str]]:
 
 def counts(runtime: CredentialedRuntime, import_id: str) -> dict[str, int]:
     with runtime.session() as session:
-        c = repo.import_counters(session, import_id)
+        c = db.import_counters(session, import_id)
     return {"discovered": c.discovered, "pending": c.pending, "done": c.imported}
 
 
@@ -172,13 +172,13 @@ def test_a_listing_cut_short_is_listed_again_without_publishing_twice(world: Wor
     # What a killed operator leaves: the import recorded, listing, its first page published.
     import_id = record_import(runtime, "uid-2", spec(BIG), namespace=NAMESPACE, name="big")
     with runtime.session() as session:
-        assert repo.advance_import(session, import_id, "listing")
+        assert db.advance_import(session, import_id, "listing")
     first_page = [
         RemoteFile(id=f.id, name=f.name, path=p, size=f.length, mime_type=f.mime_type)
         for p, f in BIG.files()[:200]
     ]
     with runtime.session() as session:
-        items = repo.add_items(session, import_id, first_page)
+        items = db.add_items(session, import_id, first_page)
         jobs = [Job(import_id, item.id, item.remote_id) for item in items]
     world.queue().publish(jobs)
     assert stream_last_sequence(world.nats_url) == 200
@@ -334,7 +334,7 @@ def _settle(runtime: CredentialedRuntime, import_id: str, states: list[str]) -> 
             )
         )
         for item, state in zip(items, states, strict=False):
-            repo.finish_item(session, item.id, state, nbytes=100 if state != "failed" else None)
+            db.finish_item(session, item.id, state, nbytes=100 if state != "failed" else None)
 
 
 def test_status_follows_the_import_and_transition_times_move_only_on_change(
@@ -365,9 +365,9 @@ def test_status_follows_the_import_and_transition_times_move_only_on_change(
 
     files = [RemoteFile(id=f"f{i}", name=f"{i}.png", path=f"{i}.png", size=100) for i in range(5)]
     with runtime.session() as session:
-        repo.advance_import(session, import_id, "listing")
-        repo.add_items(session, import_id, files)
-        repo.advance_import(session, import_id, "importing")
+        db.advance_import(session, import_id, "listing")
+        db.add_items(session, import_id, files)
+        db.advance_import(session, import_id, "importing")
     _settle(runtime, import_id, ["done", "duplicate"])
     importing = logic.status_for(runtime, import_id, 1, pending["conditions"], now=T2)
     assert importing["phase"] == "Importing"
@@ -391,7 +391,7 @@ def test_status_follows_the_import_and_transition_times_move_only_on_change(
 
     _settle(runtime, import_id, ["skipped", "failed", "done"])
     with runtime.session() as session:
-        assert repo.finish_if_complete(session, import_id) == "completed_with_failures"
+        assert db.finish_if_complete(session, import_id) == "completed_with_failures"
     later = datetime(2026, 1, 2, 3, 20, tzinfo=UTC)
     final = logic.status_for(runtime, import_id, 1, importing["conditions"], now=later)
     assert final["phase"] == "CompletedWithFailures"
@@ -414,9 +414,9 @@ def test_resource_phases_are_read_for_every_resource_at_once(world: World) -> No
     first = record_import(runtime, "uid-p1", spec(FOLDER_A), namespace=NAMESPACE, name="a")
     second = record_import(runtime, "uid-p2", spec(FOLDER_A), namespace=NAMESPACE, name="b")
     with runtime.session() as session:
-        assert repo.advance_import(session, second, "listing")
+        assert db.advance_import(session, second, "listing")
         # An import of the API's standalone mode has no resource: not read.
-        repo.create_import(session, parse_folder_url(url(FOLDER_A)), {})
+        db.create_import(session, parse_folder_url(url(FOLDER_A)), {})
     assert logic.resource_phases(runtime) == {first: "Pending", second: "Listing"}
 
 
@@ -424,8 +424,8 @@ def test_a_failed_listing_says_why(world: World) -> None:
     runtime = world.runtime()
     import_id = record_import(runtime, "uid-5", spec(FOLDER_A), namespace=NAMESPACE, name="a")
     with runtime.session() as session:
-        repo.advance_import(session, import_id, "listing")
-        repo.advance_import(session, import_id, "failed", error="The folder is not shared.")
+        db.advance_import(session, import_id, "listing")
+        db.advance_import(session, import_id, "failed", error="The folder is not shared.")
     status = logic.status_for(runtime, import_id, 3)
     assert status["phase"] == "Failed"
     assert status["message"] == "Failed: The folder is not shared."
@@ -451,7 +451,7 @@ def test_finalize_cancels_what_is_outstanding(world: World) -> None:
     assert removal == logic.Removal(import_id, cancelled=True, images_deleted=0)
     assert rows(runtime) == [(import_id, "uid-6", "cancelled")]
     with runtime.session() as session:
-        assert repo.import_counters(session, import_id).cancelled == 2
+        assert db.import_counters(session, import_id).cancelled == 2
     assert logic.finalize(runtime, importer, "no-such-uid", delete_images=True) is None
 
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
-from sqlalchemy.orm import Session
 
+from imageimport import db
 from imageimport.api.pagination import Cursors
 from imageimport.queue.base import JobQueue
 from imageimport.runtime import Runtime
@@ -52,13 +52,13 @@ async def get_store(runtime: RuntimeDep) -> ObjectStore:
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
 
 
-def get_session(runtime: RuntimeDep) -> Iterator[Session]:
+def get_session(runtime: RuntimeDep) -> Iterator[db.Session]:
     """Read-only unless the route commits; rolled back and closed after the response."""
-    with runtime.sessions() as session:
+    with db.reading(runtime.sessions) as session:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[db.Session, Depends(get_session)]
 
 
 class Starter(Protocol):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from itsdangerous import BadPayload, BadSignature, URLSafeSerializer
@@ -95,8 +95,9 @@ def time_and_id_position(position: dict[str, Any]) -> tuple[datetime, str]:
         raise invalid_cursor("it is malformed")
     try:
         moment = datetime.fromisoformat(stamp)
-        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
         identifier = str(uuid.UUID(identifier))
-    except (ValueError, OverflowError):
+    except ValueError:
         raise invalid_cursor("it is malformed") from None
+    if moment.utcoffset() is None:  # every cursor we make carries its zone
+        raise invalid_cursor("it is malformed")
     return moment, identifier

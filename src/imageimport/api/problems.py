@@ -12,12 +12,17 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from imageimport.errors import ConfigError, ImageImportError, InvalidSourceURL, TransientError
+from imageimport.errors import (
+    ConfigError,
+    DatabaseError,
+    DatabaseUnavailable,
+    ImageImportError,
+    InvalidSourceURL,
+    TransientError,
+)
 from imageimport.services.options import SpecError
 
 log = logging.getLogger(__name__)
@@ -213,7 +218,8 @@ async def _on_domain_error(request: Request, error: Exception) -> ProblemRespons
 
 
 async def _on_database_unavailable(request: Request, error: Exception) -> ProblemResponse:
-    log.warning("database unavailable answering %s: %s", request.url.path, type(error).__name__)
+    assert isinstance(error, DatabaseUnavailable)
+    log.warning("database unavailable answering %s: %s", request.url.path, error.kind)
     problem = Problem(
         503,
         "service-unavailable",
@@ -223,6 +229,12 @@ async def _on_database_unavailable(request: Request, error: Exception) -> Proble
     return problem_response(request.url.path, problem)
 
 
+async def _on_database_error(request: Request, error: Exception) -> ProblemResponse:
+    # Any other refusal (a constraint, a malformed statement) is a bug of ours.
+    log.error("database error answering %s %s", request.method, request.url.path, exc_info=error)
+    return problem_response(request.url.path, internal_error())
+
+
 def install_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
@@ -230,8 +242,8 @@ def install_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InvalidSourceURL, _on_invalid_url)
     app.add_exception_handler(SpecError, _on_unsupported_options)
     app.add_exception_handler(ImageImportError, _on_domain_error)
-    app.add_exception_handler(OperationalError, _on_database_unavailable)
-    app.add_exception_handler(PoolTimeoutError, _on_database_unavailable)
+    app.add_exception_handler(DatabaseUnavailable, _on_database_unavailable)
+    app.add_exception_handler(DatabaseError, _on_database_error)
 
 
 # -- middleware -------------------------------------------------------------------------------
@@ -262,13 +274,16 @@ class CatchAllMiddleware:
             log.exception("unhandled error answering %s %s", scope["method"], scope["path"])
             if started:
                 raise  # too late for a problem response; the server closes the connection
-            problem = Problem(
-                500,
-                "internal-error",
-                "Something went wrong on our side; the error has been logged.",
-                title="Internal server error",
-            )
-            await problem_response(scope["path"], problem)(scope, receive, send)
+            await problem_response(scope["path"], internal_error())(scope, receive, send)
+
+
+def internal_error() -> Problem:
+    return Problem(
+        500,
+        "internal-error",
+        "Something went wrong on our side; the error has been logged.",
+        title="Internal server error",
+    )
 
 
 class BodyLimitMiddleware:

@@ -4,34 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, overload
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AliasPath, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AliasPath, BaseModel, BeforeValidator, ConfigDict, Field
 
+from imageimport.db import Counters
 from imageimport.db.models import Import, ImportState, ItemState
-from imageimport.db.repo import Counters
 
 API_PREFIX = "/api/v1"
 
 Provider = Literal["gdrive", "dropbox"]
-
-
-@overload
-def as_utc(value: datetime) -> datetime: ...
-@overload
-def as_utc(value: None) -> None: ...
-@overload
-def as_utc(value: datetime | None) -> datetime | None: ...
-
-
-def as_utc(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; every one we store is UTC."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-UtcDateTime = Annotated[datetime, AfterValidator(as_utc)]
 
 
 # -- problems ---------------------------------------------------------------------------------
@@ -133,10 +115,10 @@ class ImportStatus:
 
     @property
     def rate(self) -> RateOut:
-        started = as_utc(self.record.started_at)
+        started = self.record.started_at
         if started is None:
             return RateOut(files_per_second=0.0, bytes_per_second=0.0)
-        end = as_utc(self.record.finished_at) or datetime.now(UTC)
+        end = self.record.finished_at or datetime.now(UTC)
         elapsed = (end - started).total_seconds()
         if elapsed <= 0:
             return RateOut(files_per_second=0.0, bytes_per_second=0.0)
@@ -162,9 +144,9 @@ class ImportOut(BaseModel):
     error: str | None = Field(
         validation_alias=_of_record("error"), description="Why the import failed, as a sentence."
     )
-    created_at: UtcDateTime = Field(validation_alias=_of_record("created_at"))
-    started_at: UtcDateTime | None = Field(validation_alias=_of_record("started_at"))
-    finished_at: UtcDateTime | None = Field(validation_alias=_of_record("finished_at"))
+    created_at: datetime = Field(validation_alias=_of_record("created_at"))
+    started_at: datetime | None = Field(validation_alias=_of_record("started_at"))
+    finished_at: datetime | None = Field(validation_alias=_of_record("finished_at"))
     counters: CountersOut
     progress: float | None = Field(
         ge=0, le=1, description="Settled / discovered files; null while the total is unknown."
@@ -196,7 +178,7 @@ class ItemOut(BaseModel):
     reason: str | None = Field(description="Why the file was skipped or failed, as a sentence.")
     attempts: int = Field(ge=0)
     image_id: int | None = Field(description="The stored image, for done and duplicate files.")
-    updated_at: UtcDateTime
+    updated_at: datetime
 
 
 class ItemPage(BaseModel):
@@ -231,12 +213,12 @@ class ImageOut(BaseModel):
     width: int
     height: int
     format: str
-    taken_at: UtcDateTime | None = Field(description="EXIF capture time, when the file has one.")
+    taken_at: datetime | None = Field(description="EXIF capture time, when the file has one.")
     camera: str | None = Field(description="EXIF make and model, when the file has them.")
     provider: Provider
     source_file_id: str
     import_id: str | None = Field(description="The import that first stored this image.")
-    created_at: UtcDateTime
+    created_at: datetime
     # The links are made from the row's id.
     links: Annotated[ImageLinks, BeforeValidator(_image_links)] = Field(validation_alias="id")
 

@@ -1,26 +1,29 @@
-"""Engines and sessions for SQLite (embedded default) and PostgreSQL."""
+"""Engines and sessions for SQLite (embedded default) and PostgreSQL; every session opened
+here turns SQLAlchemy's errors into ours (see `errors.database_errors`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import URL, Engine, Insert, Table, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
+from imageimport.db.errors import database_errors
+from imageimport.db.models import Base
 from imageimport.errors import ConfigError
 from imageimport.settings import Settings
 
+Sessions = sessionmaker[Session]
+
 
 def make_engine(settings: Settings) -> Engine:
-    raw = settings.effective_database_url
-    try:
-        url = make_url(raw)
-    except (ArgumentError, ValueError):
-        # from None: the cause would quote the URL, password included.
-        raise ConfigError("DATABASE_URL is not a valid database URL.") from None
+    url = _parse(settings.effective_database_url)
     backend = url.get_backend_name()
     if backend == "sqlite":
         return _sqlite_engine(url.database)
@@ -35,6 +38,19 @@ def make_engine(settings: Settings) -> Engine:
             pool_recycle=1800,
         )
     raise ConfigError(f"DATABASE_URL must be a sqlite:// or postgresql:// URL, not {backend}://.")
+
+
+def database_backend(database_url: str) -> str:
+    """ "sqlite", "postgresql"… : the kind of database a DATABASE_URL names."""
+    return _parse(database_url).get_backend_name()
+
+
+def _parse(raw: str) -> URL:
+    try:
+        return make_url(raw)
+    except (ArgumentError, ValueError):
+        # from None: the cause would quote the URL, password included.
+        raise ConfigError("DATABASE_URL is not a valid database URL.") from None
 
 
 def _sqlite_engine(database: str | None) -> Engine:
@@ -59,5 +75,42 @@ def _sqlite_engine(database: str | None) -> Engine:
     return engine
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+def make_session_factory(engine: Engine) -> Sessions:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(sessions: Sessions) -> Iterator[Session]:
+    """A session committed on success and rolled back on error."""
+    session = sessions()
+    with database_errors(_engine_of(session)), session, session.begin():
+        yield session
+
+
+@contextmanager
+def reading(sessions: Sessions) -> Iterator[Session]:
+    """A session that commits nothing unless its user does; rolled back and closed at the
+    end (one per API request)."""
+    session = sessions()
+    with database_errors(_engine_of(session)), session:
+        yield session
+
+
+def ping(engine: Engine) -> None:
+    """Ask the database one trivial question (readiness probes)."""
+    with database_errors(engine), engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+
+
+def _engine_of(session: Session) -> Engine:
+    bind = session.get_bind()
+    return bind if isinstance(bind, Engine) else bind.engine
+
+
+def insert_unless_present(session: Session, model: type[Base], *unique: str) -> Insert:
+    """INSERT INTO the model's table … ON CONFLICT (`unique`) DO NOTHING, in the session's
+    dialect (both of ours say it the same way)."""
+    table = cast(Table, model.__table__)  # a declarative model's is always a Table
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=unique)
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=unique)

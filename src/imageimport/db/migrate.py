@@ -8,6 +8,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine
 
+from imageimport.db.errors import database_errors
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -19,4 +21,5 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    command.upgrade(alembic_config(engine), revision)
+    with database_errors(engine):
+        command.upgrade(alembic_config(engine), revision)

@@ -9,7 +9,7 @@ from typing import Any, Literal, get_args
 from sqlalchemy import (
     JSON,
     BigInteger,
-    DateTime,
+    Enum,
     ForeignKey,
     Index,
     Integer,
@@ -19,8 +19,33 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from imageimport.db.types import UTCDateTime
+
+ItemState = Literal["pending", "done", "duplicate", "skipped", "failed", "cancelled"]
+ITEM_STATES: tuple[str, ...] = get_args(ItemState)
+TERMINAL_ITEM_STATES = frozenset(ITEM_STATES) - {"pending"}
+ImportState = Literal[
+    "pending",
+    "listing",
+    "importing",
+    "succeeded",
+    "completed_with_failures",
+    "failed",
+    "cancelled",
+]
+IMPORT_STATES: tuple[str, ...] = get_args(ImportState)
+TERMINAL_IMPORT_STATES = frozenset(IMPORT_STATES[3:])
+
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _states(states: tuple[str, ...], length: int) -> Enum:
+    """A VARCHAR(length) holding these states' names, as the first migration made it (no
+    database enum type, no CHECK); SQLAlchemy refuses to write or read any other value."""
+    return Enum(
+        *states, native_enum=False, create_constraint=False, length=length, validate_strings=True
+    )
 
 
 def utcnow() -> datetime:
@@ -44,14 +69,16 @@ class Import(Base):
     provider: Mapped[str] = mapped_column(String(32))
     url: Mapped[str] = mapped_column(Text)
     folder_id: Mapped[str] = mapped_column(String(255))
-    state: Mapped[str] = mapped_column(String(32), default="pending", index=True)
+    state: Mapped[ImportState] = mapped_column(
+        _states(IMPORT_STATES, 32), default="pending", index=True
+    )
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text)
     # How many times failed items were sent round again (see Job.round).
     round: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (Index("ix_imports_created_at_id", "created_at", "id"),)
 
@@ -68,7 +95,7 @@ class ImportItem(Base):
     mime_type: Mapped[str | None] = mapped_column(String(255))
     checksum: Mapped[str | None] = mapped_column(String(255))
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    state: Mapped[str] = mapped_column(String(16), default="pending")
+    state: Mapped[ItemState] = mapped_column(_states(ITEM_STATES, 16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     reason: Mapped[str | None] = mapped_column(Text)
     bytes: Mapped[int | None] = mapped_column(BigInteger)
@@ -76,9 +103,7 @@ class ImportItem(Base):
         BigInteger().with_variant(Integer(), "sqlite"),
         ForeignKey("images.id", ondelete="SET NULL"),
     )
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, onupdate=utcnow
-    )
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
     __table_args__ = (
         UniqueConstraint("import_id", "remote_id", name="uq_import_items_import_remote"),
@@ -98,7 +123,7 @@ class Image(Base):
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     format: Mapped[str] = mapped_column(String(16), index=True)
-    taken_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    taken_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     camera: Mapped[str | None] = mapped_column(String(255))
     name: Mapped[str] = mapped_column(Text)
     path: Mapped[str] = mapped_column(Text)
@@ -107,20 +132,4 @@ class Image(Base):
     import_id: Mapped[str | None] = mapped_column(
         ForeignKey("imports.id", ondelete="SET NULL"), index=True
     )
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-ItemState = Literal["pending", "done", "duplicate", "skipped", "failed", "cancelled"]
-ITEM_STATES: tuple[str, ...] = get_args(ItemState)
-TERMINAL_ITEM_STATES = frozenset(ITEM_STATES) - {"pending"}
-ImportState = Literal[
-    "pending",
-    "listing",
-    "importing",
-    "succeeded",
-    "completed_with_failures",
-    "failed",
-    "cancelled",
-]
-IMPORT_STATES: tuple[str, ...] = get_args(ImportState)
-TERMINAL_IMPORT_STATES = frozenset(IMPORT_STATES[3:])
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -14,10 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
-
-from imageimport.db import repo
-from imageimport.db.models import Import
+from imageimport import db
 from imageimport.runtime import Runtime
 from imageimport.services import images
 from imageimport.services.imports import Importer, import_id_for
@@ -42,15 +39,11 @@ def resource_phases(runtime: Runtime) -> dict[str, str]:
     """The phase of every import recorded for a resource, by import id: one query serves the
     checks of every finished resource at once."""
     with runtime.session() as session:
-        rows = session.execute(
-            select(Import.id, Import.state).where(Import.external_id.is_not(None))
-        )
-        return {import_id: PHASES[state] for import_id, state in rows}
+        states = db.states_of_external_imports(session)
+    return {import_id: PHASES[state] for import_id, state in states.items()}
 
 
 def rfc3339(moment: datetime) -> str:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)  # SQLite hands back naive UTC datetimes
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
@@ -64,10 +57,10 @@ def status_for(
     """The resource's status for the import as the database has it now. Conditions keep
     their lastTransitionTime unless their status changes."""
     with runtime.session() as session:
-        record = session.get(Import, import_id)
+        record = db.get_import(session, import_id)
         if record is None:
             raise LookupError(f"import {import_id} does not exist")
-        counters = repo.import_counters(session, import_id)
+        counters = db.import_counters(session, import_id)
         state, error = record.state, record.error
         started_at, finished_at = record.started_at, record.finished_at
     phase = PHASES[state]
@@ -149,7 +142,7 @@ def _unrecorded_status(
     return status
 
 
-def _message(phase: str, import_id: str, error: str | None, c: repo.Counters) -> str:
+def _message(phase: str, import_id: str, error: str | None, c: db.Counters) -> str:
     tally = (
         f"{c.imported} imported, {c.duplicates} already stored, {c.skipped} not images, "
         f"{c.failed} failed"
@@ -176,7 +169,7 @@ def _message(phase: str, import_id: str, error: str | None, c: repo.Counters) ->
 
 
 def _desired_conditions(
-    phase: str, message: str, c: repo.Counters
+    phase: str, message: str, c: db.Counters
 ) -> list[tuple[str, str, str, str]]:
     """(type, status, reason, message) for each condition type."""
     if phase in ("Succeeded", "CompletedWithFailures"):
@@ -266,7 +259,7 @@ def finalize(runtime: Runtime, importer: Importer, uid: str, delete_images: bool
     deleted = 0
     if delete_images:
         deleted = images.delete_images(
-            runtime, images.found_only_by(import_id), release_import=import_id
+            runtime, db.found_only_by(import_id), release_import=import_id
         )
     runtime.forget_source(import_id)
     return Removal(import_id, cancelled, deleted)

@@ -7,8 +7,7 @@ import logging
 import random
 from dataclasses import dataclass
 
-from sqlalchemy.engine import make_url
-
+from imageimport import db
 from imageimport.errors import ConfigError
 from imageimport.kube.cluster import current_namespace
 from imageimport.services.stack import services_when_up
@@ -35,9 +34,7 @@ def check_settings(settings: Settings) -> None:
             "The operator needs NATS_URL: it publishes each file for `imageimport worker` "
             "processes through NATS JetStream."
         )
-    if not settings.database_url or make_url(settings.database_url).get_backend_name() != (
-        "postgresql"
-    ):
+    if not settings.database_url or db.database_backend(settings.database_url) != "postgresql":
         raise ConfigError(
             "The operator needs DATABASE_URL to name a PostgreSQL database: the API, the "
             "workers and the operator run in different pods and must share it (SQLite cannot "

@@ -6,8 +6,7 @@ from __future__ import annotations
 import logging
 import time
 
-from imageimport.db import repo
-from imageimport.db.models import Import
+from imageimport import db
 from imageimport.errors import ImageImportError, TransientError
 from imageimport.queue.base import Job, JobQueue
 from imageimport.runtime import Runtime
@@ -25,12 +24,9 @@ def plan_import(runtime: Runtime, queue: JobQueue, import_id: str) -> str:
     same import (e.g. after a crash mid-listing) publishes nothing twice: items are unique
     per remote file and jobs carry a de-duplication id."""
     with runtime.session() as session:
-        record = session.get(Import, import_id)
+        record = db.begin_listing(session, import_id)
         if record is None:
             raise LookupError(f"import {import_id} does not exist")
-        repo.advance_import(session, import_id, "listing")
-        session.flush()
-        session.refresh(record)
         if record.state != "listing":
             return record.state
         source = runtime.source_for(record)
@@ -51,9 +47,9 @@ def plan_import(runtime: Runtime, queue: JobQueue, import_id: str) -> str:
             return _fail(runtime, import_id, error)
 
     with runtime.session() as session:
-        repo.advance_import(session, import_id, "importing")
+        db.advance_import(session, import_id, "importing")
     with runtime.session() as session:
-        return repo.finish_if_complete(session, import_id) or "importing"
+        return db.finish_if_complete(session, import_id) or "importing"
 
 
 def _list_and_publish(runtime: Runtime, queue: JobQueue, import_id: str, source: Source) -> bool:
@@ -75,17 +71,17 @@ def _list_and_publish(runtime: Runtime, queue: JobQueue, import_id: str, source:
 def _fail(runtime: Runtime, import_id: str, error: ImageImportError) -> str:
     log.warning("listing import %s failed: %s", import_id, error)
     with runtime.session() as session:
-        repo.advance_import(session, import_id, "failed", error=str(error))
+        db.advance_import(session, import_id, "failed", error=str(error))
     return "failed"
 
 
 def _publish(runtime: Runtime, queue: JobQueue, import_id: str, files: list[RemoteFile]) -> bool:
     """Record then publish a batch; False when the import was cancelled meanwhile."""
     with runtime.session() as session:
-        record = session.get(Import, import_id)
+        record = db.get_import(session, import_id)
         if record is None or record.state == "cancelled":
             return False
-        pending = repo.add_items(session, import_id, files)
+        pending = db.add_items(session, import_id, files)
         jobs = [Job(import_id, item.id, item.remote_id, record.round) for item in pending]
     # Published only after the rows are committed, so a worker always finds its item.
     queue.publish(jobs)

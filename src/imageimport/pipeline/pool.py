@@ -9,11 +9,8 @@ import random
 import threading
 import time
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from imageimport import metrics
-from imageimport.db import repo
-from imageimport.errors import ImageImportError, TransientError
+from imageimport import db, metrics
+from imageimport.errors import DatabaseError, ImageImportError, TransientError
 from imageimport.pipeline.download import Interrupted
 from imageimport.pipeline.process import fail_item, process_item, settle_import
 from imageimport.queue.base import Delivery, JobQueue
@@ -61,7 +58,7 @@ def _handle(runtime: Runtime, delivery: Delivery, abort: threading.Event | None)
             reason = str(error)
         else:
             reason = _describe(error)
-            if not isinstance(error, SQLAlchemyError | OSError):
+            if not isinstance(error, DatabaseError | OSError):
                 log.exception("unexpected error processing item %s", job.item_id)
         if delivery.attempt >= limit:
             return _give_up(runtime, delivery, f"Gave up after {limit} attempts: {reason}")
@@ -80,7 +77,7 @@ def _give_up(runtime: Runtime, delivery: Delivery, reason: str) -> str:
     try:
         fail_item(runtime, delivery.job, reason)
         _settle_import(runtime, delivery.job.import_id)
-    except SQLAlchemyError:
+    except DatabaseError:
         log.warning("cannot record the failure of item %s yet", delivery.job.item_id)
         delivery.retry_later(retry_delay(delivery.attempt))
         return "retry"
@@ -92,7 +89,7 @@ def _give_up(runtime: Runtime, delivery: Delivery, reason: str) -> str:
 def _settle_import(runtime: Runtime, import_id: str) -> None:
     try:
         settle_import(runtime, import_id)
-    except SQLAlchemyError:
+    except DatabaseError:
         # The periodic sweep (sweep_finished_imports) settles it once the database is back.
         log.warning("cannot check whether import %s is complete yet", import_id)
 
@@ -105,8 +102,8 @@ def _describe(error: BaseException) -> str:
 def _note_attempt(runtime: Runtime, item_id: int, reason: str) -> None:
     try:
         with runtime.session() as session:
-            repo.note_attempt(session, item_id, reason)
-    except SQLAlchemyError:
+            db.note_attempt(session, item_id, reason)
+    except DatabaseError:
         log.warning("cannot record an attempt of item %s (database unavailable)", item_id)
 
 

@@ -7,11 +7,8 @@ import logging
 import threading
 from collections.abc import Callable
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from imageimport.db import repo
-from imageimport.db.models import Image, Import, ImportItem
+from imageimport import db
+from imageimport.db.models import ImportItem, ItemState
 from imageimport.errors import ForbiddenHost, ItemError
 from imageimport.keys import image_key, thumbnail_key
 from imageimport.pipeline.decode_budget import shared_budget
@@ -37,15 +34,15 @@ def process_item(
     item should be tried again later, and Interrupted once `abort` is set while the file is
     downloading; permanent problems settle the item instead."""
     with runtime.session() as session:
-        item = session.get(ImportItem, job.item_id)
-        record = session.get(Import, job.import_id)
+        item = db.get_item(session, job.item_id)
+        record = db.get_import(session, job.import_id)
         if item is None or record is None:
             return "gone"  # the import was deleted after the job was queued
         if item.state != "pending":
             return item.state  # a redelivery of a job that was already done
         if record.state == "cancelled":
             return _settle(runtime, item, "cancelled", "The import was cancelled.")
-        refused = (item.extra or {}).get(repo.REFUSED)
+        refused = (item.extra or {}).get(db.REFUSED)
         if refused:  # sent round again by a retry: nothing has changed
             return _settle(runtime, item, "failed", str(refused))
         remote = RemoteFile(
@@ -72,8 +69,8 @@ def process_item(
         # One transaction asks both: is the item still ours (not cancelled or settled
         # elsewhere during the download), and are these bytes stored already?
         with runtime.session() as session:
-            item_state, import_state = _states(session, item.id)
-            known = session.scalar(select(Image.id).where(Image.sha256 == fetched.sha256))
+            item_state, import_state = db.item_and_import_states(session, item.id)
+            known = db.image_id_with_digest(session, fetched.sha256)
         if item_state != "pending":
             return item_state
         if import_state == "cancelled":
@@ -123,9 +120,9 @@ def _commit_image(
 ) -> str:
     key, thumb_key = keys
     with runtime.session() as session:
-        image_id, created = repo.insert_image(
+        image_id, created = db.insert_image(
             session,
-            repo.NewImage(
+            db.NewImage(
                 sha256=sha256,
                 object_key=key,
                 thumbnail_key=thumb_key,
@@ -144,29 +141,19 @@ def _commit_image(
             ),
         )
         state = "done" if created else _own_or_duplicate(session, image_id, item)
-        if not repo.finish_item(session, item.id, state, image_id=image_id, nbytes=size):
+        if not db.finish_item(session, item.id, state, image_id=image_id, nbytes=size):
             raise _Superseded  # rolls the image row back with the transaction
     return state
 
 
-def _states(session: Session, item_id: int) -> tuple[str, str]:
-    """The item's state and its import's, in one round trip ("gone" once deleted)."""
-    row = session.execute(
-        select(ImportItem.state, Import.state)
-        .join(Import, Import.id == ImportItem.import_id)
-        .where(ImportItem.id == item_id)
-    ).first()
-    return (str(row[0]), str(row[1])) if row is not None else ("gone", "gone")
-
-
 def _current_state(runtime: Runtime, item_id: int) -> str:
     with runtime.session() as session:
-        item = session.get(ImportItem, item_id)
+        item = db.get_item(session, item_id)
         return item.state if item is not None else "gone"
 
 
-def _own_or_duplicate(session: Session, image_id: int, item: ImportItem) -> str:
-    image = session.get(Image, image_id)
+def _own_or_duplicate(session: db.Session, image_id: int, item: ImportItem) -> ItemState:
+    image = db.get_image(session, image_id)
     mine = image is not None and (image.import_id, image.source_file_id) == (
         item.import_id,
         item.remote_id,
@@ -177,16 +164,16 @@ def _own_or_duplicate(session: Session, image_id: int, item: ImportItem) -> str:
 def _record(runtime: Runtime, item: ImportItem, image_id: int, nbytes: int) -> str:
     with runtime.session() as session:
         state = _own_or_duplicate(session, image_id, item)
-        repo.finish_item(session, item.id, state, image_id=image_id, nbytes=nbytes)
+        db.finish_item(session, item.id, state, image_id=image_id, nbytes=nbytes)
     return state
 
 
 def _settle(
-    runtime: Runtime, item: ImportItem, state: str, reason: str, nbytes: int | None = None
+    runtime: Runtime, item: ImportItem, state: ItemState, reason: str, nbytes: int | None = None
 ) -> str:
     log.info("item %s (%s): %s — %s", item.id, item.path, state, reason)
     with runtime.session() as session:
-        repo.finish_item(session, item.id, state, reason=reason, nbytes=nbytes)
+        db.finish_item(session, item.id, state, reason=reason, nbytes=nbytes)
     return state
 
 
@@ -197,12 +184,8 @@ def settle_import(runtime: Runtime, import_id: str) -> str | None:
     with runtime.session() as session:
         # Nearly every item is not the last one: one indexed look-up says so, without
         # loading the import.
-        pending = session.scalar(
-            select(ImportItem.id)
-            .where(ImportItem.import_id == import_id, ImportItem.state == "pending")
-            .limit(1)
-        )
-        final = None if pending is not None else repo.finish_if_complete(session, import_id)
+        pending = db.has_items_in(session, import_id, "pending")
+        final = None if pending else db.finish_if_complete(session, import_id)
     if final is not None:
         runtime.forget_source(import_id)  # no file of it is left to download
     return final
@@ -211,4 +194,4 @@ def settle_import(runtime: Runtime, import_id: str) -> str | None:
 def fail_item(runtime: Runtime, job: Job, reason: str) -> None:
     """Give up on an item after its last attempt."""
     with runtime.session() as session:
-        repo.finish_item(session, job.item_id, "failed", reason=reason)
+        db.finish_item(session, job.item_id, "failed", reason=reason)

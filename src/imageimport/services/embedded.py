@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from imageimport.db import repo
-from imageimport.db.models import TERMINAL_IMPORT_STATES, Import
+from imageimport import db
+from imageimport.db.models import TERMINAL_IMPORT_STATES
 from imageimport.queue.base import JobQueue
 from imageimport.queue.memory import MemoryQueue
 from imageimport.runtime import Runtime
@@ -24,7 +24,7 @@ class Snapshot:
     import_id: str
     state: str
     error: str | None
-    counters: repo.Counters
+    counters: db.Counters
 
     @property
     def finished(self) -> bool:
@@ -33,11 +33,11 @@ class Snapshot:
 
 def snapshot(runtime: Runtime, import_id: str) -> Snapshot:
     with runtime.session() as session:
-        record = session.get(Import, import_id)
+        record = db.get_import(session, import_id)
         if record is None:
             raise LookupError(f"import {import_id} does not exist")
         return Snapshot(
-            import_id, record.state, record.error, repo.import_counters(session, import_id)
+            import_id, record.state, record.error, db.import_counters(session, import_id)
         )
 
 

@@ -20,11 +20,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-
-from imageimport.db import repo
-from imageimport.db.models import TERMINAL_IMPORT_STATES, Import
+from imageimport import db
+from imageimport.db.models import TERMINAL_IMPORT_STATES
 from imageimport.pipeline.plan import plan_import
 from imageimport.queue.base import Job, JobQueue
 from imageimport.runtime import Runtime
@@ -48,7 +45,7 @@ class Importer:
         """Record a new import and start listing it; InvalidSourceURL for a bad link."""
         ref = parse_folder_url(url)
         with self.runtime.session() as session:
-            import_id = repo.create_import(session, ref, options, external_id).id
+            import_id = db.create_import(session, ref, options, external_id).id
         self.plan_in_background(import_id)
         return import_id
 
@@ -72,7 +69,7 @@ class Importer:
                 with self.runtime.session() as session:
                     # One line: the rest of a database error is the statement and its values.
                     first = str(error).splitlines()[0][:500] if str(error) else type(error).__name__
-                    repo.advance_import(
+                    db.advance_import(
                         session, import_id, "failed", error=f"Internal error while listing: {first}"
                     )
             except Exception:
@@ -86,7 +83,7 @@ class Importer:
     def resume_interrupted(self) -> list[str]:
         """Carry on every unfinished import (see `resume`); the ones carried on."""
         with self.runtime.session() as session:
-            unfinished = [record.id for record in repo.unfinished_imports(session)]
+            unfinished = [record.id for record in db.unfinished_imports(session)]
         return [import_id for import_id in unfinished if self.resume(import_id)]
 
     def resume(self, import_id: str) -> bool:
@@ -98,7 +95,7 @@ class Importer:
         Safe while another process still works on it: items are settled once, and images are
         unique by content, so the worst case is a file downloaded twice."""
         with self.runtime.session() as session:
-            record = session.get(Import, import_id)
+            record = db.get_import(session, import_id)
             if record is None or record.state in TERMINAL_IMPORT_STATES:
                 return False
             state = record.state
@@ -106,7 +103,7 @@ class Importer:
             if not self.queue.durable:
                 jobs = [
                     Job(import_id, item.id, item.remote_id, record.round)
-                    for item in repo.pending_items(session, import_id)
+                    for item in db.pending_items(session, import_id)
                 ]
         listing = state in ("pending", "listing")
         if not listing and self.queue.durable:
@@ -122,28 +119,19 @@ class Importer:
         else:
             # The process may have stopped between settling the last file and the import.
             with self.runtime.session() as session:
-                repo.finish_if_complete(session, import_id)
+                db.finish_if_complete(session, import_id)
         return True
 
     def unfinished_import_of(self, url: str) -> str | None:
         """The latest import of this folder that has not finished, if any."""
         ref = parse_folder_url(url)
         with self.runtime.session() as session:
-            return session.scalar(
-                select(Import.id)
-                .where(
-                    Import.provider == ref.provider,
-                    Import.url == ref.url,
-                    Import.state.not_in(TERMINAL_IMPORT_STATES),
-                )
-                .order_by(Import.created_at.desc(), Import.id.desc())
-                .limit(1)
-            )
+            return db.latest_unfinished_import(session, ref.provider, ref.url)
 
     def cancel(self, import_id: str) -> bool:
         """Stop an import: its remaining items are settled as cancelled, not processed."""
         with self.runtime.session() as session:
-            cancelled = repo.cancel_import(session, import_id)
+            cancelled = db.cancel_import(session, import_id)
         if cancelled and not self.is_planning(import_id):
             self.runtime.forget_source(import_id)
         return cancelled
@@ -152,9 +140,9 @@ class Importer:
         """Publish an import's failed items again; the number of items sent round again.
         An import whose listing failed is listed again instead."""
         with self.runtime.session() as session:
-            record = session.get(Import, import_id)
+            record = db.get_import(session, import_id)
             relist = record is not None and record.state == "failed" and record.started_at
-            round_, items = repo.reopen_failed_items(session, import_id)
+            round_, items = db.reopen_failed_items(session, import_id)
             jobs = [Job(import_id, item.id, item.remote_id, round_) for item in items]
         self.queue.publish(jobs)
         if relist:
@@ -163,9 +151,7 @@ class Importer:
 
     def _relist(self, import_id: str) -> None:
         with self.runtime.session() as session:
-            record = session.get(Import, import_id)
-            if record is not None and record.state == "importing":
-                record.state = "listing"
+            db.list_again(session, import_id)
         self.plan_in_background(import_id)
 
     def wait(self, timeout: float | None = None) -> None:
@@ -185,13 +171,8 @@ def record_import(
     concurrent caller recording the same uid (the API, another replica)."""
     ref = parse_folder_url(str(spec["source"]["url"]))
     options = import_options(spec, namespace, name)
-    try:
-        with runtime.session() as session:
-            return repo.create_import(session, ref, options, external_id=uid).id
-    except IntegrityError:
-        # Someone else inserted the same external_id between our look-up and our insert.
-        with runtime.session() as session:
-            return repo.create_import(session, ref, options, external_id=uid).id
+    with runtime.session() as session:
+        return db.create_import(session, ref, options, external_id=uid).id
 
 
 def ensure_import(
@@ -223,7 +204,7 @@ def ensure_import(
     with runtime.session() as session:
         # Listing from here on, so the status written right after says so; planning accepts
         # an import that is already listing, which is also how an interrupted listing resumes.
-        repo.advance_import(session, import_id, "listing")
+        db.advance_import(session, import_id, "listing")
     # Does nothing for an import already importing or finished, and nothing twice for one
     # this process is listing already.
     importer.plan_in_background(import_id)
@@ -232,4 +213,4 @@ def ensure_import(
 
 def import_id_for(runtime: Runtime, uid: str) -> str | None:
     with runtime.session() as session:
-        return session.scalar(select(Import.id).where(Import.external_id == uid))
+        return db.import_id_for(session, uid)

@@ -10,9 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from imageimport.errors import TransientError
+from imageimport.errors import DatabaseError, TransientError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,7 +48,7 @@ def until_up(what: str, stop: StopFlag, connect: Callable[[], T]) -> T | None:
     while not stop.is_set():
         try:
             return connect()
-        except (TransientError, SQLAlchemyError, OSError) as error:
+        except (TransientError, DatabaseError, OSError) as error:
             log.warning("waiting for %s: %s", what, str(error).splitlines()[0])
             stop.wait(delay)
             delay = min(delay * 2, 10.0)

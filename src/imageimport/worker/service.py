@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from imageimport.db import repo
-from imageimport.errors import ConfigError
+from imageimport import db
+from imageimport.errors import ConfigError, DatabaseError
 from imageimport.runtime import Runtime
 from imageimport.services.credentials import CredentialedRuntime
 from imageimport.services.stack import Services, services_when_up
@@ -56,9 +54,9 @@ SWEEP_SECONDS = 30.0
 def _sweep(runtime: Runtime) -> None:
     try:
         with runtime.session() as session:
-            for import_id in repo.finish_complete_imports(session):
+            for import_id in db.finish_complete_imports(session):
                 log.info("import %s is complete", import_id)
-    except SQLAlchemyError as error:
+    except DatabaseError as error:
         log.warning("sweeping finished imports failed: %s", str(error).splitlines()[0])
 
 

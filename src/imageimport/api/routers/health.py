@@ -10,14 +10,13 @@ from concurrent.futures import Future
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 
+from imageimport import db
 from imageimport.api.deps import QueueDep, RuntimeDep
 from imageimport.api.problems import Problem, problem_responses
 from imageimport.api.schemas import HealthOut, ReadyOut
-from imageimport.errors import ImageImportError
+from imageimport.errors import DatabaseError, ImageImportError
 from imageimport.queue.base import JobQueue
-from imageimport.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ async def readyz(request: Request, runtime: RuntimeDep, queue: QueueDep) -> Read
     """The database, the queue and the object store each answer within a few seconds."""
     names = ("database", "queue", "store")
     probes: tuple[Callable[[], None], ...] = (
-        lambda: _check_database(runtime),
+        lambda: db.ping(runtime.engine),
         lambda: _check_queue(queue),
         runtime.store.check,
     )
@@ -63,11 +62,6 @@ async def readyz(request: Request, runtime: RuntimeDep, queue: QueueDep) -> Read
             headers={"Retry-After": "5"},
         )
     return ReadyOut(status="ok", checks=checks)
-
-
-def _check_database(runtime: Runtime) -> None:
-    with runtime.engine.connect() as connection:
-        connection.execute(text("SELECT 1"))
 
 
 def _check_queue(queue: JobQueue) -> None:
@@ -112,6 +106,10 @@ class Prober:
             await asyncio.wait_for(asyncio.shield(waiting), CHECK_TIMEOUT_SECONDS)
         except TimeoutError:
             return f"did not answer within {CHECK_TIMEOUT_SECONDS:g} seconds."
+        except DatabaseError as error:
+            # Its message may name hosts and users; the log has it, the probe does not.
+            log.warning("readiness check %s failed: %s", name, error)
+            return f"failed ({error.kind})."
         except ImageImportError as error:
             return str(error)
         except Exception as error:

@@ -10,9 +10,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 from pydantic import BeforeValidator
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
+from imageimport import db
 from imageimport.api.deps import CursorsDep, RuntimeDep, SessionDep, SettingsDep, StoreDep
 from imageimport.api.pagination import MAX_ID, id_position
 from imageimport.api.problems import (
@@ -22,7 +21,7 @@ from imageimport.api.problems import (
     problem_responses,
 )
 from imageimport.api.schemas import ImageOut, ImagePage, Provider
-from imageimport.db.models import Image, ImportItem
+from imageimport.db.models import Image
 from imageimport.pipeline.imaging import THUMBNAIL_CONTENT_TYPE, ImageFormat
 from imageimport.services import images
 from imageimport.settings import Settings
@@ -50,8 +49,8 @@ def _not_a_number(value: Any) -> Any:
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
-def load_image(session: Session, image_id: int) -> Image:
-    image = session.get(Image, image_id)
+def load_image(session: db.Session, image_id: int) -> Image:
+    image = db.get_image(session, image_id)
     if image is None:
         raise not_found(f"Image {image_id}")
     return image
@@ -124,27 +123,16 @@ def list_images(
         "taken_after": after.isoformat() if after else None,
         "taken_before": before.isoformat() if before else None,
     }
-    query = select(Image).order_by(Image.id.desc())
-    if import_id is not None:
-        found = select(ImportItem.image_id).where(
-            ImportItem.import_id == str(import_id), ImportItem.image_id.is_not(None)
-        )
-        query = query.where(Image.id.in_(found))
-    if provider is not None:
-        query = query.where(Image.provider == provider)
-    if format is not None:
-        query = query.where(Image.format == format.value)
-    if name:
-        # Lowered here as well as in SQL: SQLite's lower() (and PostgreSQL's under the C
-        # locale) only folds ASCII letters.
-        query = query.where(func.lower(Image.name).contains(name.lower(), autoescape=True))
-    if after is not None:
-        query = query.where(Image.taken_at >= after)
-    if before is not None:
-        query = query.where(Image.taken_at < before)
-    if cursor is not None:
-        query = query.where(Image.id < id_position(cursors.decode(cursor, "images", filters)))
-    rows = list(session.scalars(query.limit(limit + 1)))
+    where = db.ImageFilter(
+        import_id=str(import_id) if import_id else None,
+        provider=provider,
+        format=format.value if format else None,
+        name=name,
+        taken_after=after,
+        taken_before=before,
+    )
+    below = id_position(cursors.decode(cursor, "images", filters)) if cursor is not None else None
+    rows = db.image_page(session, where, limit + 1, after=below, newest_first=True)
     page = rows[:limit]
     next_cursor = None
     if len(rows) > limit:
@@ -266,6 +254,6 @@ def _etags(header: str) -> set[str]:
 def delete_image(image_id: ImageId, runtime: RuntimeDep) -> Response:
     """Files of imports that found this image keep their state; their `image_id` becomes
     null. Importing the folder again stores the image again."""
-    if not images.delete_images(runtime, images.image(image_id)):
+    if not images.delete_images(runtime, db.one_image(image_id)):
         raise not_found(f"Image {image_id}")
     return Response(status_code=204)

@@ -12,10 +12,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from sqlalchemy import and_, or_, select
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
+from imageimport import db
 from imageimport.api.deps import (
     CursorsDep,
     ImporterDep,
@@ -33,11 +31,9 @@ from imageimport.api.schemas import (
     ImportStatus,
     ItemOut,
     ItemPage,
-    ItemState,
-    as_utc,
 )
-from imageimport.db import repo
-from imageimport.db.models import TERMINAL_IMPORT_STATES, Import, ImportItem
+from imageimport.db.models import TERMINAL_IMPORT_STATES, Import, ItemState
+from imageimport.errors import DatabaseError
 from imageimport.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -65,34 +61,24 @@ def canonical_id(raw: str) -> str | None:
         return None
 
 
-def load_import(session: Session, raw_id: str) -> Import:
+def load_import(session: db.Session, raw_id: str) -> Import:
     import_id = canonical_id(raw_id)
-    record = session.get(Import, import_id) if import_id else None
+    record = db.get_import(session, import_id) if import_id else None
     if record is None:
         raise not_found(f"Import {raw_id[:64]!r}")
     return record
 
 
-def current_file(session: Session, import_id: str) -> str | None:
-    return session.scalar(
-        select(ImportItem.path)
-        .where(ImportItem.import_id == import_id, ImportItem.state != "pending")
-        .order_by(ImportItem.updated_at.desc(), ImportItem.id.desc())
-        .limit(1)
-    )
-
-
-def import_view(session: Session, record: Import) -> ImportOut:
-    counters = repo.import_counters(session, record.id)
+def import_view(session: db.Session, record: Import) -> ImportOut:
+    counters = db.import_counters(session, record.id)
     return ImportOut.model_validate(
-        ImportStatus(record, counters, current_file(session, record.id))
+        ImportStatus(record, counters, db.latest_settled_path(session, record.id))
     )
 
 
-def fresh_view(session: Session, import_id: str) -> ImportOut:
+def fresh_view(session: db.Session, import_id: str) -> ImportOut:
     """The import as it is now, after a change made through another session."""
-    session.rollback()
-    record = session.get(Import, import_id, populate_existing=True)
+    record = db.fresh_import(session, import_id)
     if record is None:
         raise not_found(f"Import {import_id!r}")
     return import_view(session, record)
@@ -130,22 +116,16 @@ def list_imports(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: CursorParam = None,
 ) -> ImportPage:
-    query = select(Import).order_by(Import.created_at.desc(), Import.id.desc())
+    after = None
     if cursor is not None:
-        created_at, last_id = time_and_id_position(cursors.decode(cursor, "imports", {}))
-        query = query.where(
-            or_(
-                Import.created_at < created_at,
-                and_(Import.created_at == created_at, Import.id < last_id),
-            )
-        )
-    records = list(session.scalars(query.limit(limit + 1)))
+        after = time_and_id_position(cursors.decode(cursor, "imports", {}))
+    records = db.newest_imports(session, limit + 1, after)
     page, more = records[:limit], len(records) > limit
-    counters = repo.counters(session, [r.id for r in page])  # one query for the whole page
+    counters = db.counters(session, [r.id for r in page])  # one query for the whole page
     next_cursor = None
     if more:
         last = page[-1]
-        position = {"at": as_utc(last.created_at).isoformat(), "id": last.id}
+        position = {"at": last.created_at.isoformat(), "id": last.id}
         next_cursor = cursors.encode("imports", position, {})
     return ImportPage(
         items=[ImportOut.model_validate(ImportStatus(r, counters[r.id])) for r in page],
@@ -180,12 +160,8 @@ def list_items(
     """In listing order (item id ascending)."""
     record = load_import(session, import_id)
     filters = {"import": record.id, "state": state}
-    query = select(ImportItem).where(ImportItem.import_id == record.id).order_by(ImportItem.id)
-    if state is not None:
-        query = query.where(ImportItem.state == state)
-    if cursor is not None:
-        query = query.where(ImportItem.id > id_position(cursors.decode(cursor, "items", filters)))
-    rows = list(session.scalars(query.limit(limit + 1)))
+    after = id_position(cursors.decode(cursor, "items", filters)) if cursor is not None else None
+    rows = db.item_page(session, record.id, limit + 1, state=state, after=after)
     page = rows[:limit]
     next_cursor = None
     if len(rows) > limit:
@@ -257,8 +233,8 @@ def _nothing_to_retry(import_id: str, state: str) -> Problem:
 
 
 def _read_view(runtime: Runtime, import_id: str) -> ImportOut | None:
-    with runtime.sessions() as session:
-        record = session.get(Import, import_id)
+    with db.reading(runtime.sessions) as session:
+        record = db.get_import(session, import_id)
         return import_view(session, record) if record is not None else None
 
 
@@ -301,7 +277,7 @@ async def import_events(
         await asyncio.sleep(POLL_SECONDS)
         try:
             latest = await run_in_threadpool(_read_view, runtime, view.id)
-        except SQLAlchemyError as error:
+        except DatabaseError as error:
             # A database blip need not end the stream: nothing new to say, pings go on.
             log.warning("event stream of import %s: %s", view.id, type(error).__name__)
             continue

@@ -1,0 +1,191 @@
+"""The files an import found (`import_items`): recording them as a listing finds them,
+settling each one, and reading them back. Functions take a Session and leave committing to
+the caller."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, Protocol, cast, overload
+
+from sqlalchemy import CursorResult, select, update
+from sqlalchemy.orm import Session
+
+from imageimport.db.engine import insert_unless_present
+from imageimport.db.models import Import, ImportItem, ItemState, utcnow
+
+
+class ListedFile(Protocol):
+    """What `add_items` records of a file a listing found, such as a `sources.base.RemoteFile`."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def size(self) -> int | None: ...
+    @property
+    def mime_type(self) -> str | None: ...
+    @property
+    def checksum(self) -> str | None: ...
+    @property
+    def extra(self) -> dict[str, Any]: ...
+    @property
+    def refused(self) -> str | None: ...
+
+
+# The key of import_items.extra that holds why a listed file was refused.
+REFUSED = "refused"
+
+# NUL and unpaired surrogates: PostgreSQL text cannot hold the first, and no UTF-8 database
+# can encode the second. Names come from strangers, so either may arrive.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+@overload
+def storable(text: str, limit: int | None = None) -> str: ...
+@overload
+def storable(text: None, limit: int | None = None) -> None: ...
+def storable(text: str | None, limit: int | None = None) -> str | None:
+    """`text` as any database can store it (U+FFFD for what it cannot), cut to `limit`."""
+    if text is None:
+        return None
+    return _UNSTORABLE.sub("\ufffd", text)[:limit]
+
+
+def add_items(session: Session, import_id: str, files: Sequence[ListedFile]) -> list[ImportItem]:
+    """Record listed files (idempotent per remote id) and return the ones still pending.
+    Refused files (`ListedFile.refused`) are recorded as failed with their reason."""
+    if not files:
+        return []
+    rows = [
+        {
+            "import_id": import_id,
+            "remote_id": f.id,
+            "name": storable(f.name),
+            "path": storable(f.path),
+            "size": f.size,
+            "mime_type": storable(f.mime_type, 255),
+            "checksum": storable(f.checksum, 255),
+            # A refused file keeps its reason where a retry finds it (see process_item).
+            "extra": {REFUSED: f.refused} if f.refused else f.extra,
+            "state": "failed" if f.refused else "pending",
+            "reason": f.refused,
+            "attempts": 0,
+            "updated_at": utcnow(),
+        }
+        for f in files
+    ]
+    statement = insert_unless_present(session, ImportItem, "import_id", "remote_id")
+    session.execute(statement, rows)
+    return list(
+        session.scalars(
+            select(ImportItem).where(
+                ImportItem.import_id == import_id,
+                ImportItem.remote_id.in_([f.id for f in files]),
+                ImportItem.state == "pending",
+            )
+        )
+    )
+
+
+def get_item(session: Session, item_id: int) -> ImportItem | None:
+    return session.get(ImportItem, item_id)
+
+
+def item_and_import_states(session: Session, item_id: int) -> tuple[str, str]:
+    """The item's state and its import's, in one round trip ("gone" once deleted)."""
+    row = session.execute(
+        select(ImportItem.state, Import.state)
+        .join(Import, Import.id == ImportItem.import_id)
+        .where(ImportItem.id == item_id)
+    ).first()
+    return (str(row[0]), str(row[1])) if row is not None else ("gone", "gone")
+
+
+def has_items_in(session: Session, import_id: str, state: ItemState) -> bool:
+    """Whether any item of the import is in `state`: one indexed look-up."""
+    found = session.scalar(
+        select(ImportItem.id)
+        .where(ImportItem.import_id == import_id, ImportItem.state == state)
+        .limit(1)
+    )
+    return found is not None
+
+
+def finish_item(
+    session: Session,
+    item_id: int,
+    state: ItemState,
+    reason: str | None = None,
+    image_id: int | None = None,
+    nbytes: int | None = None,
+) -> bool:
+    """Settle a pending item; False if it was already settled (a redelivered message)."""
+    result = session.execute(
+        update(ImportItem)
+        .where(ImportItem.id == item_id, ImportItem.state == "pending")
+        .values(state=state, reason=reason, image_id=image_id, bytes=nbytes, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(cast(CursorResult[Any], result).rowcount)
+
+
+def note_attempt(session: Session, item_id: int, reason: str) -> None:
+    session.execute(
+        update(ImportItem)
+        .where(ImportItem.id == item_id)
+        .values(attempts=ImportItem.attempts + 1, reason=reason, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def pending_items(session: Session, import_id: str) -> list[ImportItem]:
+    return list(
+        session.scalars(
+            select(ImportItem).where(
+                ImportItem.import_id == import_id, ImportItem.state == "pending"
+            )
+        )
+    )
+
+
+def failed_files(session: Session, import_id: str, limit: int) -> list[tuple[str, str | None]]:
+    """(path, reason) of the import's failed files, by path."""
+    rows = session.execute(
+        select(ImportItem.path, ImportItem.reason)
+        .where(ImportItem.import_id == import_id, ImportItem.state == "failed")
+        .order_by(ImportItem.path)
+        .limit(limit)
+    )
+    return [(path, reason) for path, reason in rows]
+
+
+def latest_settled_path(session: Session, import_id: str) -> str | None:
+    """The path of the import's file settled last: what it is working on about now."""
+    return session.scalar(
+        select(ImportItem.path)
+        .where(ImportItem.import_id == import_id, ImportItem.state != "pending")
+        .order_by(ImportItem.updated_at.desc(), ImportItem.id.desc())
+        .limit(1)
+    )
+
+
+def item_page(
+    session: Session,
+    import_id: str,
+    limit: int,
+    *,
+    state: ItemState | None = None,
+    after: int | None = None,
+) -> list[ImportItem]:
+    """Up to `limit` of the import's files in listing order (item id ascending), from the
+    one after item `after` (a keyset page)."""
+    query = select(ImportItem).where(ImportItem.import_id == import_id).order_by(ImportItem.id)
+    if state is not None:
+        query = query.where(ImportItem.state == state)
+    if after is not None:
+        query = query.where(ImportItem.id > after)
+    return list(session.scalars(query.limit(limit)))
