@@ -13,7 +13,7 @@ import pytest
 
 from imageimport.errors import TransientError
 from imageimport.settings import Settings
-from imageimport.sources.http import CHUNK_SIZE, iter_body, make_http_client, stream_get
+from imageimport.sources.http import CHUNK_SIZE, iter_body, make_http_client, open_stream
 
 URL = "https://source.example/file"
 PAYLOAD = bytes(range(256)) * 4096 + b"tail"  # 1 MiB and a bit: several chunks
@@ -43,7 +43,7 @@ def fetch(tmp_path: Path, body: bytes | httpx.SyncByteStream, encoding: str = ""
 
     with (
         make_http_client(settings, transport=httpx.MockTransport(answer)) as client,
-        stream_get(client, URL, "Reading the file") as response,
+        open_stream(client, "GET", URL, "Reading the file") as response,
     ):
         assert "content-encoding" not in response.headers
         return list(iter_body(response, "Reading the file"))
