@@ -85,11 +85,13 @@ def _take_over_body(response: httpx.Response) -> None:
     bytes that never exist in memory more than a chunk at a time. More layers, or codings
     other than those, are refused when the body is read (the status still speaks first).
     A redirect's body is never read at all: only its Location is needed."""
+    raw = response.stream
+    assert isinstance(raw, httpx.SyncByteStream)  # the hooks of an httpx.Client, not async
     if response.has_redirect_location:
         # An invalid address surfaces as InvalidURL (see source_errors), not as the
         # RemoteProtocolError httpx would raise for it, which reads like a network hiccup.
         httpx.URL(response.headers["location"])
-        response.stream = _UnreadBody(response.stream)
+        response.stream = _UnreadBody(raw)
     codings = [
         coding.strip().lower()
         for coding in response.headers.get_list("content-encoding", split_commas=True)
@@ -99,7 +101,7 @@ def _take_over_body(response: httpx.Response) -> None:
         del response.headers["content-encoding"]  # httpx must not decode it again
     if codings and not response.has_redirect_location:
         response.headers.pop("content-length", None)  # the encoded length, not the body's
-        response.stream = _DecodedBody(response.stream, codings)
+        response.stream = _DecodedBody(raw, codings)
 
 
 class _UnreadBody(httpx.SyncByteStream):
@@ -221,16 +223,21 @@ def source_errors(what: str, reading: bool = False) -> Iterator[None]:
 
 def parse_retry_after(value: str | float | None) -> float | None:
     """Seconds to wait, from a Retry-After header (seconds or an HTTP date), or from a number
-    of seconds a library read off the answer already."""
+    of seconds a library read off the answer already. None when there is no hint, or none
+    that can be read: then the usual backoff applies."""
     if value is None or value == "":
         return None
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value)
-            return max(0.0, parsed.timestamp() - time.time()) if parsed else None
-    return max(0.0, value)
+    if not isinstance(value, str):
+        return max(0.0, value)
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (ValueError, TypeError):
+        return None
+    return max(0.0, parsed.timestamp() - time.time())
 
 
 def _wait(settings: Settings) -> Callable[[tenacity.RetryCallState], float]:

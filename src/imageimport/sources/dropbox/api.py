@@ -6,6 +6,7 @@ files are downloaded one by one with `sharing/get_shared_link_file`.
 
 from __future__ import annotations
 
+import builtins
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -155,7 +156,7 @@ class DropboxApiSource(Source):
                 log.warning("Dropbox subfolder %r vanished while listing; skipped.", folder)
 
     def _list_one(
-        self, folder: str, pending: list[str], budget: ListingBudget
+        self, folder: str, pending: builtins.list[str], budget: ListingBudget
     ) -> Iterator[RemoteFile]:
         api_path = f"/{folder}" if folder else ""
         shown = repr(folder) if folder else "shared with this link"

@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import BinaryIO
 
 from imageimport.errors import ItemError, SourceUnavailable
 from imageimport.settings import Settings
@@ -401,7 +401,7 @@ def _is_bomb(entry: Location, settings: Settings) -> bool:
 
 
 def _read_entry(
-    handle: IO[bytes], entry: Location, file: RemoteFile, settings: Settings
+    handle: zipfile.ZipExtFile, entry: Location, file: RemoteFile, settings: Settings
 ) -> Iterator[bytes]:
     # Headers can lie; never hand out more than the entry declared (or the global limit).
     limit = min(entry.file_size, settings.zip_max_total_bytes)

@@ -110,7 +110,7 @@ class _IdentityHttpsConnection(_RefuseEncoded, httplib2.HTTPSConnectionWithTimeo
     pass
 
 
-class _IdentityHttp(httplib2.Http):  # type: ignore[misc]
+class _IdentityHttp(httplib2.Http):
     """The listing's HTTP. httplib2 inflates a gzip answer whole, up to 100 times its size past
     10 MiB (its LimitDecoder), so a few MB of listing could take gigabytes: here it asks for
     uncompressed answers, and refuses one compressed anyway before reading its body."""
@@ -132,7 +132,7 @@ class _IdentityHttp(httplib2.Http):  # type: ignore[misc]
         headers = {k: v for k, v in (headers or {}).items() if k.lower() != "accept-encoding"}
         headers["accept-encoding"] = "identity"
         connection_type = connection_type or self._CONNECTIONS.get(urlsplit(uri).scheme.lower())
-        return super().request(uri, method, body, headers, redirections, connection_type)  # type: ignore[no-any-return]
+        return super().request(uri, method, body, headers, redirections, connection_type)
 
 
 class DriveApiSource(Source):

@@ -26,6 +26,7 @@ Limits of this route (set GOOGLE_API_KEY to use the Drive API instead):
 
 from __future__ import annotations
 
+import builtins
 import logging
 import re
 from collections import deque
@@ -323,7 +324,7 @@ class DrivePublicSource(Source):
 
     def _folder_entries(
         self, folder_id: str, resource_key: str | None, shown: str
-    ) -> list[PageEntry]:
+    ) -> builtins.list[PageEntry]:
         params = {"id": folder_id}
         if resource_key:
             params["resourcekey"] = resource_key
