@@ -474,6 +474,20 @@ def test_a_damaged_archive_is_unavailable(serve: Callable[..., Fake], tmp_path: 
         list(source.list())
 
 
+@pytest.mark.parametrize("tail", ["cut short", "overwritten"])
+def test_an_archive_without_its_end_record_is_unavailable(
+    serve: Callable[..., Fake], tmp_path: Path, tail: str
+) -> None:
+    data = make_zip({"a.txt": b"x" * 100})
+    data = data[:-10] if tail == "cut short" else data[:-22] + b"\xff" * 22
+    fake, folder = serve_raw(serve, data)
+    with (
+        fake.source(tmp_path, folder) as source,
+        pytest.raises(SourceUnavailable, match="the folder's ZIP download"),
+    ):
+        list(source.list())
+
+
 # --- what an open archive costs ------------------------------------------------------------
 
 

@@ -3,9 +3,11 @@ a chunk at a time (the hostile cases are in tests/security/test_hostile_http.py)
 
 from __future__ import annotations
 
+import email.utils
 import gzip
 import zlib
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -13,7 +15,13 @@ import pytest
 
 from imageimport.errors import TransientError
 from imageimport.settings import Settings
-from imageimport.sources.http import CHUNK_SIZE, iter_body, make_http_client, stream_get
+from imageimport.sources.http import (
+    CHUNK_SIZE,
+    iter_body,
+    make_http_client,
+    open_stream,
+    parse_retry_after,
+)
 
 URL = "https://source.example/file"
 PAYLOAD = bytes(range(256)) * 4096 + b"tail"  # 1 MiB and a bit: several chunks
@@ -43,7 +51,7 @@ def fetch(tmp_path: Path, body: bytes | httpx.SyncByteStream, encoding: str = ""
 
     with (
         make_http_client(settings, transport=httpx.MockTransport(answer)) as client,
-        stream_get(client, URL, "Reading the file") as response,
+        open_stream(client, "GET", URL, "Reading the file") as response,
     ):
         assert "content-encoding" not in response.headers
         return list(iter_body(response, "Reading the file"))
@@ -87,3 +95,28 @@ class Dropping(Streamed):
 def test_a_connection_dropped_mid_body_stays_transient(tmp_path: Path) -> None:
     with pytest.raises(TransientError, match="dropped mid-answer"):
         fetch(tmp_path, Dropping(gzip.compress(PAYLOAD)), "gzip")
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("7", 7.0),
+        ("-3", 0.0),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # a date in the past: at once
+        (3.5, 3.5),  # as the Dropbox SDK hands it over
+        ("", None),
+        (None, None),
+        ("soon", None),  # unreadable: the usual backoff, not an error of its own
+        ("Wed, 99 Foo 2015", None),
+    ],
+)
+def test_retry_after_is_seconds_or_a_date(
+    header: str | float | None, seconds: float | None
+) -> None:
+    assert parse_retry_after(header) == seconds
+
+
+def test_retry_after_a_future_date_is_the_time_until_then() -> None:
+    later = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
+    waited = parse_retry_after(later)
+    assert waited is not None and 100 < waited <= 120

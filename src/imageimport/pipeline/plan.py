@@ -4,7 +4,8 @@ page by page, so importing starts long before a big folder is fully listed."""
 from __future__ import annotations
 
 import logging
-import time
+
+import tenacity
 
 from imageimport import db
 from imageimport.errors import ImageImportError, TransientError
@@ -31,25 +32,35 @@ def plan_import(runtime: Runtime, queue: JobQueue, import_id: str) -> str:
             return record.state
         source = runtime.source_for(record)
 
-    for attempt in range(1, LISTING_ATTEMPTS + 1):
-        try:
-            if not _list_and_publish(runtime, queue, import_id, source):
-                return "cancelled"
-            break
-        except TransientError as error:
-            # Each request already had its own retries; this starts the whole listing over,
-            # which is safe because items and jobs are de-duplicated.
-            if attempt == LISTING_ATTEMPTS:
-                return _fail(runtime, import_id, error)
-            log.warning("listing import %s: %s; listing again", import_id, error)
-            time.sleep(min(30.0, 2.0**attempt))
-        except ImageImportError as error:
-            return _fail(runtime, import_id, error)
+    try:
+        listed = _listing_attempts(import_id)(_list_and_publish, runtime, queue, import_id, source)
+    except ImageImportError as error:
+        return _fail(runtime, import_id, error)
+    if not listed:
+        return "cancelled"
 
     with runtime.session() as session:
         db.advance_import(session, import_id, "importing")
     with runtime.session() as session:
         return db.finish_if_complete(session, import_id) or "importing"
+
+
+def _listing_attempts(import_id: str) -> tenacity.Retrying:
+    """A listing that failed transiently starts over, a few seconds later. Each request
+    already had its own retries; starting the whole listing again is safe because items and
+    jobs are de-duplicated. Other failures end the listing at once."""
+
+    def listing_again(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log.warning("listing import %s: %s; listing again", import_id, error)
+
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(TransientError),
+        stop=tenacity.stop_after_attempt(LISTING_ATTEMPTS),
+        wait=tenacity.wait_exponential(multiplier=2, max=30),  # 2 s, then 4 s
+        before_sleep=listing_again,
+        reraise=True,
+    )
 
 
 def _list_and_publish(runtime: Runtime, queue: JobQueue, import_id: str, source: Source) -> bool:

@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import tenacity
+
 from imageimport.errors import DatabaseError, TransientError
 
 log = logging.getLogger(__name__)
@@ -44,12 +46,21 @@ class StopFlag:
 def until_up(what: str, stop: StopFlag, connect: Callable[[], T]) -> T | None:
     """connect() once it succeeds, or None when stopped first. A configuration error (wrong
     credentials, a malformed URL) is raised: waiting cannot fix it."""
-    delay = 0.5
-    while not stop.is_set():
-        try:
+
+    def say_why(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log.warning("waiting for %s: %s", what, str(error).splitlines()[0])
+
+    waiting = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type((TransientError, DatabaseError, OSError)),
+        wait=tenacity.wait_exponential(multiplier=0.5, max=10.0),  # 0.5 s, doubling up to 10 s
+        stop=tenacity.stop_never,  # stopping is the StopFlag's, checked before each attempt
+        sleep=stop.wait,  # a stop cuts the wait short
+        before_sleep=say_why,
+    )
+    for attempt in waiting:
+        if stop.is_set():
+            return None
+        with attempt:
             return connect()
-        except (TransientError, DatabaseError, OSError) as error:
-            log.warning("waiting for %s: %s", what, str(error).splitlines()[0])
-            stop.wait(delay)
-            delay = min(delay * 2, 10.0)
-    return None
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -1,6 +1,9 @@
 """The HTTP plumbing every source shares: one pooled client that only talks to the
 configured source hosts and decodes bodies with bounded memory, httpx's errors in our words,
-status-code mapping, and retries that honour Retry-After."""
+retries that honour Retry-After, and streaming a download whose start is retried.
+
+What an error status means is each provider's to say (its `common.py`); here are only the
+facts every provider's classifier uses: which statuses are worth a retry, and Retry-After."""
 
 from __future__ import annotations
 
@@ -8,15 +11,16 @@ import email.utils
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 import tenacity
 
-from imageimport.errors import ForbiddenHost, SourceUnavailable, TransientError, UnusableAnswer
+from imageimport.errors import ForbiddenHost, ImageImportError, TransientError, UnusableAnswer
 from imageimport.settings import Settings
+from imageimport.sources.transfer import watching
 
 T = TypeVar("T")
 
@@ -81,11 +85,13 @@ def _take_over_body(response: httpx.Response) -> None:
     bytes that never exist in memory more than a chunk at a time. More layers, or codings
     other than those, are refused when the body is read (the status still speaks first).
     A redirect's body is never read at all: only its Location is needed."""
+    raw = response.stream
+    assert isinstance(raw, httpx.SyncByteStream)  # the hooks of an httpx.Client, not async
     if response.has_redirect_location:
         # An invalid address surfaces as InvalidURL (see source_errors), not as the
         # RemoteProtocolError httpx would raise for it, which reads like a network hiccup.
         httpx.URL(response.headers["location"])
-        response.stream = _UnreadBody(response.stream)
+        response.stream = _UnreadBody(raw)
     codings = [
         coding.strip().lower()
         for coding in response.headers.get_list("content-encoding", split_commas=True)
@@ -95,7 +101,7 @@ def _take_over_body(response: httpx.Response) -> None:
         del response.headers["content-encoding"]  # httpx must not decode it again
     if codings and not response.has_redirect_location:
         response.headers.pop("content-length", None)  # the encoded length, not the body's
-        response.stream = _DecodedBody(response.stream, codings)
+        response.stream = _DecodedBody(raw, codings)
 
 
 class _UnreadBody(httpx.SyncByteStream):
@@ -215,29 +221,23 @@ def source_errors(what: str, reading: bool = False) -> Iterator[None]:
         raise TransientError(f"{what}: {problem} ({type(error).__name__}).") from None
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    if not value:
+def parse_retry_after(value: str | float | None) -> float | None:
+    """Seconds to wait, from a Retry-After header (seconds or an HTTP date), or from a number
+    of seconds a library read off the answer already. None when there is no hint, or none
+    that can be read: then the usual backoff applies."""
+    if value is None or value == "":
         return None
+    if not isinstance(value, str):
+        return max(0.0, value)
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
         parsed = email.utils.parsedate_to_datetime(value)
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
-
-
-def check_response(response: httpx.Response, what: str) -> None:
-    """Raise the error a status code means; `what` names the thing for the message."""
-    status = response.status_code
-    if status < 400:
-        return
-    if status in TRANSIENT_STATUS:
-        raise TransientError(
-            f"{what}: the server answered {status}; will retry.",
-            retry_after=parse_retry_after(response.headers.get("Retry-After")),
-        )
-    if status in (401, 403, 404, 410):
-        raise SourceUnavailable(f"{what}: not found or not shared publicly (HTTP {status}).")
-    raise SourceUnavailable(f"{what}: the server refused the request (HTTP {status}).")
+    except (ValueError, TypeError):
+        return None
+    return max(0.0, parsed.timestamp() - time.time())
 
 
 def _wait(settings: Settings) -> Callable[[tenacity.RetryCallState], float]:
@@ -265,23 +265,72 @@ def retrying(settings: Settings) -> tenacity.Retrying:
     )
 
 
+class GiveUpNow(Exception):
+    """Wraps an error that must skip the in-call retries (e.g. a download quota that only
+    resets in hours): `with_retries` raises the error itself at once, and the pipeline
+    retries the item later instead."""
+
+    def __init__(self, error: ImageImportError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def with_retries(settings: Settings, call: Callable[[], T]) -> T:
-    for attempt in retrying(settings):
-        with attempt:
-            return call()
+    try:
+        for attempt in retrying(settings):
+            with attempt:
+                return call()
+    except GiveUpNow as give_up:
+        raise give_up.error from None
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 @contextmanager
-def stream_get(
-    client: httpx.Client, url: str, what: str, **kwargs: object
+def open_stream(
+    client: httpx.Client, method: str, url: str, what: str, **kwargs: object
 ) -> Iterator[httpx.Response]:
-    """GET with a streamed body; status checked, httpx's errors translated."""
-    with source_errors(what), client.stream("GET", url, **kwargs) as response:  # type: ignore[arg-type]
-        check_response(response, what)
+    """A request whose body is streamed, httpx's errors translated. Any status comes back:
+    what an error status means is for the provider's classifier to say."""
+    with source_errors(what), client.stream(method, url, **kwargs) as response:  # type: ignore[arg-type]
         yield response
 
 
 def iter_body(response: httpx.Response, what: str) -> Iterable[bytes]:
     with source_errors(what, reading=True):
         yield from response.iter_bytes(CHUNK_SIZE)
+
+
+def read_small(response: httpx.Response, what: str, limit: int = 2 * 1024 * 1024) -> bytes:
+    """The start of a body that should be small (an error or a confirmation page)."""
+    data = bytearray()
+    with source_errors(what, reading=True):
+        for chunk in response.iter_bytes():
+            data += chunk
+            if len(data) >= limit:
+                break
+    return bytes(data[:limit])
+
+
+@contextmanager
+def retried_download(
+    settings: Settings, start: Callable[[ExitStack], httpx.Response], what: str
+) -> Iterator[Iterator[bytes]]:
+    """Establish a download with retries, then hand out its body chunk by chunk. `start`
+    opens the response (`open_stream`, entered into the stack it is given) and raises the
+    error an error answer means.
+
+    Only establishing is retried: once bytes flow, a broken stream surfaces as TransientError
+    and the caller retries the whole file.
+    """
+
+    def attempt() -> tuple[ExitStack, httpx.Response]:
+        stack = ExitStack()
+        try:
+            return stack, start(stack)
+        except BaseException:
+            stack.close()
+            raise
+
+    stack, response = with_retries(settings, attempt)
+    with stack, watching(response):
+        yield iter(iter_body(response, what))

@@ -6,6 +6,7 @@ files are downloaded one by one with `sharing/get_shared_link_file`.
 
 from __future__ import annotations
 
+import builtins
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from imageimport.errors import (
 )
 from imageimport.settings import Settings, secret
 from imageimport.sources.base import FolderRef, RemoteFile, Source
+from imageimport.sources.dropbox.common import CREDENTIALS_REJECTED, answer_error
 from imageimport.sources.http import CHUNK_SIZE, MAX_REDIRECTS, allowed_hosts, with_retries
 from imageimport.sources.listing import (
     MAX_SOURCE_PATH_CHARS,
@@ -43,10 +45,6 @@ from imageimport.sources.transfer import watching
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-CREDENTIALS_REJECTED = (
-    "Dropbox rejected the configured app credentials (DROPBOX_APP_KEY, DROPBOX_APP_SECRET, "
-    "DROPBOX_REFRESH_TOKEN). Check them, or unset all three to use the public ZIP download."
-)
 # Transport failures worth another try: the connection, not the request, went wrong.
 _TRANSIENT_REQUESTS_ERRORS = (
     requests.ConnectionError,
@@ -158,7 +156,7 @@ class DropboxApiSource(Source):
                 log.warning("Dropbox subfolder %r vanished while listing; skipped.", folder)
 
     def _list_one(
-        self, folder: str, pending: list[str], budget: ListingBudget
+        self, folder: str, pending: builtins.list[str], budget: ListingBudget
     ) -> Iterator[RemoteFile]:
         api_path = f"/{folder}" if folder else ""
         shown = repr(folder) if folder else "shared with this link"
@@ -271,13 +269,13 @@ def _download_failed(error: dbx_errors.ApiError, file: RemoteFile) -> NoReturn:
 
 def _raise_translated(error: Exception) -> NoReturn:
     """Map SDK and transport errors onto ours; anything unexpected is re-raised as is."""
-    if isinstance(error, dbx_errors.RateLimitError):
-        raise TransientError(
-            "Dropbox is rate limiting requests; will retry.", retry_after=error.backoff
-        ) from error
-    if isinstance(error, dbx_errors.InternalServerError):
-        raise TransientError(
-            f"Dropbox answered {error.status_code}; will retry.", retry_after=None
+    if isinstance(error, dbx_errors.HttpError):  # an error status, as the SDK read it
+        raise answer_error(
+            error.status_code,
+            retry_after=error.backoff if isinstance(error, dbx_errors.RateLimitError) else None,
+            missing_scope=isinstance(error, dbx_errors.AuthError)
+            and error.error is not None
+            and error.error.is_missing_scope(),
         ) from error
     if isinstance(error, requests.TooManyRedirects):
         raise UnusableAnswer(
@@ -291,17 +289,6 @@ def _raise_translated(error: Exception) -> NoReturn:
     if isinstance(error, _TRANSIENT_REQUESTS_ERRORS):
         raise TransientError(
             f"Connection problem talking to Dropbox ({type(error).__name__}); will retry."
-        ) from error
-    if isinstance(error, dbx_errors.AuthError):
-        if error.error is not None and error.error.is_missing_scope():
-            raise SourceUnavailable(
-                "The Dropbox app lacks a permission it needs (files.metadata.read, "
-                "files.content.read and sharing.read); enable them in the app console."
-            ) from error
-        raise SourceUnavailable(CREDENTIALS_REJECTED) from error
-    if isinstance(error, dbx_errors.HttpError):
-        raise SourceUnavailable(
-            f"Dropbox refused the request (HTTP {error.status_code})."
         ) from error
     raise error
 

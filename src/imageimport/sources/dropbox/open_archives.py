@@ -54,14 +54,15 @@ class Lease:
 
     def close(self) -> None:
         """Give the place back and discard the archive (at once, even while in use: whoever
-        reads from it has a file handle of their own)."""
+        reads from it has a file handle of their own). Discarded before the place is given
+        back, so the next archive never finds this one still on disk."""
         with self._places._changed:
             if not self.held:
                 return
             self.held = False
+            self._discard()
             self._places._held.remove(self)
             self._places._changed.notify_all()
-        self._discard()
 
 
 class OpenArchives:

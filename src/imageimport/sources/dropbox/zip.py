@@ -21,12 +21,13 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import BinaryIO
 
 from imageimport.errors import ItemError, SourceUnavailable
 from imageimport.settings import Settings
 from imageimport.sources import transfer
 from imageimport.sources.base import FolderRef, RemoteFile, Source
+from imageimport.sources.dropbox.common import answer_error
 from imageimport.sources.dropbox.links import with_web_base
 from imageimport.sources.dropbox.open_archives import Lease, shared_places
 from imageimport.sources.dropbox.zip_directory import (
@@ -42,7 +43,7 @@ from imageimport.sources.http import (
     CHUNK_SIZE,
     iter_body,
     make_http_client,
-    stream_get,
+    open_stream,
     with_retries,
 )
 from imageimport.sources.listing import MAX_NAME_CHARS, MAX_PATH_CHARS, shorten
@@ -201,8 +202,14 @@ class DropboxZipSource(Source):
             with (
                 os.fdopen(descriptor, "wb") as out,
                 make_http_client(self.settings) as client,
-                stream_get(client, url, WHAT) as response,
+                open_stream(client, "GET", url, WHAT) as response,
             ):
+                if response.status_code >= 400:
+                    raise answer_error(
+                        response.status_code,
+                        what=WHAT,
+                        retry_after=response.headers.get("Retry-After"),
+                    )
                 declared = response.headers.get("Content-Length", "")
                 if declared.isdigit() and int(declared) > limit:
                     raise SourceUnavailable(_too_big(int(declared), limit))
@@ -394,7 +401,7 @@ def _is_bomb(entry: Location, settings: Settings) -> bool:
 
 
 def _read_entry(
-    handle: IO[bytes], entry: Location, file: RemoteFile, settings: Settings
+    handle: zipfile.ZipExtFile, entry: Location, file: RemoteFile, settings: Settings
 ) -> Iterator[bytes]:
     # Headers can lie; never hand out more than the entry declared (or the global limit).
     limit = min(entry.file_size, settings.zip_max_total_bytes)

@@ -19,10 +19,37 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-_CENTRAL = struct.Struct(zipfile.structCentralDir)
-_LOCAL = struct.Struct(zipfile.structFileHeader)
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+# The records read here, as APPNOTE.TXT (PKWARE's ZIP specification, 6.3.x) lays them out;
+# every number is little-endian.
+# 4.3.12, a central directory file header: signature, versions made by and needed, flags,
+# method, time, date, CRC-32, compressed size, size, lengths of name, extra field and
+# comment, start disk, internal and external attributes, the local header's offset.
+_CENTRAL = struct.Struct("<4s6H3L5H2L")
+_CENTRAL_SIGNATURE = b"PK\x01\x02"
+# 4.3.7, a local file header: signature, version needed, flags, method, time, date, CRC-32,
+# compressed size, size, lengths of name and extra field.
+_LOCAL = struct.Struct("<4s5H3L2H")
+_LOCAL_SIGNATURE = b"PK\x03\x04"
+# 4.3.16, the end of central directory record: signature, this disk, the directory's start
+# disk, entries on this disk, entries in all, the directory's size and offset, the length of
+# the comment that follows (at most 65,535 bytes, and the last thing in the file).
+_END = struct.Struct("<4s4H2LH")
+_END_SIGNATURE = b"PK\x05\x06"
+_END_SEARCHED = _END.size + 0xFFFF  # so the record is within the file's last 65,557 bytes
+# 4.3.15, the zip64 end of central directory locator, right before the end record:
+# signature, the disk of the zip64 end record, that record's offset, how many disks.
+_ZIP64_LOCATOR = struct.Struct("<4sLQL")
+_ZIP64_LOCATOR_SIGNATURE = b"PK\x06\x07"
+# 4.3.14, the zip64 end of central directory record, without its extensible data sector:
+# signature, size of the rest, versions made by and needed, this disk, the directory's start
+# disk, entries on this disk, entries in all, the directory's size and offset.
+_ZIP64_END = struct.Struct("<4sQ2H2L4Q")
+_ZIP64_END_SIGNATURE = b"PK\x06\x06"
 _ZIP64_EXTRA = 0x0001
 _UTF8_NAME = 0x800
 # Flags zipfile itself refuses to read: compressed patched data, strong encryption.
@@ -44,18 +71,68 @@ class Directory:
 
 
 def find_directory(file: BinaryIO) -> Directory | None:
-    """The end record's account of the central directory; None when there is none.
-    Raises zipfile.BadZipFile for one zipfile would refuse too (archives on several disks)."""
-    end = zipfile._EndRecData(file)  # type: ignore[attr-defined]
+    """The end record's account of the central directory, the zip64 one's where there is
+    one; None when the file has no end record (none, or one cut short, in its last 65,557
+    bytes). Raises zipfile.BadZipFile for an archive zipfile refuses too (on several disks)
+    and for a zip64 end record that cannot be where its locator says."""
+    end = _end_record(file)
     if end is None:
         return None
-    size = end[zipfile._ECD_SIZE]  # type: ignore[attr-defined]
-    offset = end[zipfile._ECD_OFFSET]  # type: ignore[attr-defined]
-    shift = end[zipfile._ECD_LOCATION] - size - offset  # type: ignore[attr-defined]
-    if end[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:  # type: ignore[attr-defined]
-        shift -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator
-    announced = end[zipfile._ECD_ENTRIES_TOTAL]  # type: ignore[attr-defined]
+    at, announced, size, offset = end
+    shift = at - size - offset
+    zip64 = _zip64_end_record(file, at)
+    if zip64 is not None:
+        announced, size, offset = zip64
+        shift = at - _ZIP64_LOCATOR.size - _ZIP64_END.size - size - offset
     return Directory(offset + shift, size, announced, shift)
+
+
+def _end_record(file: BinaryIO) -> tuple[int, int, int, int] | None:
+    """Where the end record starts, and the entries in all, size and offset of the central
+    directory it gives. Found as zipfile finds it: the file's last 22 bytes when the archive
+    has no comment, else the last signature among the last 65,557 bytes (so a comment that
+    holds the signature is taken for the record, as in zipfile)."""
+    file_size = file.seek(0, io.SEEK_END)
+    if file_size < _END.size:
+        return None
+    file.seek(file_size - _END.size)
+    record = file.read(_END.size)
+    at = file_size - _END.size
+    if not (record.startswith(_END_SIGNATURE) and record.endswith(b"\0\0")):
+        start = max(file_size - _END_SEARCHED, 0)
+        file.seek(start)
+        tail = file.read(file_size - start)
+        found = tail.rfind(_END_SIGNATURE)
+        if found < 0 or len(tail) - found < _END.size:
+            return None
+        at, record = start + found, tail[found : found + _END.size]
+    _, _, _, _, entries, size, offset, _ = _END.unpack(record)
+    return at, entries, size, offset
+
+
+def _zip64_end_record(file: BinaryIO, end_at: int) -> tuple[int, int, int] | None:
+    """(entries, size, offset) of the central directory from the zip64 end record, when a
+    locator precedes the end record at `end_at`. As zipfile does, the record is read right
+    before the locator (the position `Directory.shift` assumes), not at the offset the
+    locator gives: that offset leaves out any bytes before the archive. None without a
+    locator, or without a record there (the classic end record then counts)."""
+    locator_at = end_at - _ZIP64_LOCATOR.size
+    if locator_at < 0:
+        return None
+    file.seek(locator_at)
+    signature, disk, _, disks = _ZIP64_LOCATOR.unpack(file.read(_ZIP64_LOCATOR.size))
+    if signature != _ZIP64_LOCATOR_SIGNATURE:
+        return None
+    if disk != 0 or disks > 1:
+        raise zipfile.BadZipFile("zipfiles that span multiple disks are not supported")
+    record_at = locator_at - _ZIP64_END.size
+    if record_at < 0:
+        raise zipfile.BadZipFile("Truncated zip64 end of central directory record")
+    file.seek(record_at)
+    fields = _ZIP64_END.unpack(file.read(_ZIP64_END.size))
+    if fields[0] != _ZIP64_END_SIGNATURE:
+        return None
+    return fields[7], fields[8], fields[9]
 
 
 @dataclass(frozen=True)
@@ -94,11 +171,11 @@ def records(file: BinaryIO, directory: Directory) -> Iterator[Record]:
         if len(fixed) != _CENTRAL.size:
             raise zipfile.BadZipFile("Truncated central directory")
         fields = _CENTRAL.unpack(fixed)
-        if fields[zipfile._CD_SIGNATURE] != zipfile.stringCentralDir:  # type: ignore[attr-defined]
+        if fields[0] != _CENTRAL_SIGNATURE:
             raise zipfile.BadZipFile("Bad magic number for central directory")
-        (flags, method, _, _, crc, compress_size, file_size) = fields[5:12]
-        name_length, extra_length, comment_length = fields[12:15]
-        header_offset = fields[zipfile._CD_LOCAL_HEADER_OFFSET]  # type: ignore[attr-defined]
+        (flags, method, _, _, crc, compress_size, file_size) = fields[3:10]
+        name_length, extra_length, comment_length = fields[10:13]
+        header_offset = fields[16]
         raw_name = _read_exactly(reader, name_length)
         extra = _read_exactly(reader, extra_length)
         _read_exactly(reader, comment_length)  # never kept
@@ -119,7 +196,7 @@ def records(file: BinaryIO, directory: Directory) -> Iterator[Record]:
         yield Record(name.partition("\0")[0], location)
 
 
-def _read_exactly(reader: io.BufferedReader, size: int) -> bytes:
+def _read_exactly(reader: BinaryIO, size: int) -> bytes:
     data = reader.read(size)
     if len(data) != size:
         raise zipfile.BadZipFile("Truncated central directory")
@@ -158,12 +235,13 @@ class _Window(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        wanted = min(len(buffer), self._left)
+    def readinto(self, buffer: Buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        wanted = min(len(view), self._left)
         if wanted <= 0:
             return 0
         data = self._file.read(wanted)
-        buffer[: len(data)] = data
+        view[: len(data)] = data
         self._left -= len(data)
         return len(data)
 
@@ -224,12 +302,13 @@ def open_entry(path: Path, location: Location, name: str) -> zipfile.ZipExtFile:
         if len(header) != _LOCAL.size:
             raise zipfile.BadZipFile("Truncated file header")
         fields = _LOCAL.unpack(header)
-        if fields[zipfile._FH_SIGNATURE] != zipfile.stringFileHeader:  # type: ignore[attr-defined]
+        if fields[0] != _LOCAL_SIGNATURE:
             raise zipfile.BadZipFile("Bad magic number for file header")
-        raw_name = file.read(fields[zipfile._FH_FILENAME_LENGTH])  # type: ignore[attr-defined]
+        name_length, extra_length = fields[9:11]
+        raw_name = file.read(name_length)
         if zlib.crc32(raw_name) != location.name_crc:
             raise zipfile.BadZipFile("File name in directory and header differ")
-        file.seek(fields[zipfile._FH_EXTRA_FIELD_LENGTH], io.SEEK_CUR)  # type: ignore[attr-defined]
+        file.seek(extra_length, io.SEEK_CUR)
         # Only what ZipExtFile reads of an entry.
         info = zipfile.ZipInfo(name)
         info.compress_type = location.compress_type

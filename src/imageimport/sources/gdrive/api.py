@@ -15,7 +15,6 @@ with it the key), so errors are rebuilt from the status and Google's JSON body, 
 from __future__ import annotations
 
 import http.client
-import json
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -31,8 +30,6 @@ from googleapiclient.errors import HttpError
 from imageimport.errors import (
     ConfigError,
     ForbiddenHost,
-    ImageImportError,
-    ItemError,
     SourceUnavailable,
     TransientError,
     UnusableAnswer,
@@ -43,16 +40,17 @@ from imageimport.sources.gdrive.common import (
     FOLDER_MIME,
     PROVIDER,
     SHORTCUT_MIME,
-    GiveUpNow,
+    DriveAnswer,
+    classify,
+    file_unavailable,
+    folder_unavailable,
     is_google_apps_type,
-    read_small,
-    retried_download,
-    start_stream,
 )
 from imageimport.sources.http import (
-    TRANSIENT_STATUS,
     make_http_client,
-    parse_retry_after,
+    open_stream,
+    read_small,
+    retried_download,
     with_retries,
 )
 from imageimport.sources.listing import (
@@ -73,79 +71,15 @@ LIST_FIELDS = (
 )
 ROOT_FIELDS = "id, name, mimeType, resourceKey, shortcutDetails(targetId, targetMimeType)"
 PAGE_SIZE = 1000
-# Drive answers 403 (not 429) when a per-user or per-project rate is exceeded.
-_RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded", "sharingRateLimitExceeded"}
-_QUOTA_REASONS = {"downloadQuotaExceeded", "dailyLimitExceeded", "quotaExceeded"}
 
 
-class DriveFailure(Exception):
-    """A non-transient error answer from the Drive API, before it is given a meaning."""
+class _Refused(Exception):
+    """An error answer of the API that no retry gets past, before it is given words for what
+    was asked (`folder_unavailable`, `file_unavailable`)."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(f"HTTP {status} {reason}: {message}")
-        self.status = status
-        self.reason = reason
-        self.message = message
-
-    @property
-    def key_problem(self) -> str | None:
-        """A sentence when the API key itself is the problem (the same for every request)."""
-        text = self.message.lower()
-        if self.status == 400 and ("api key" in text or "API_KEY" in self.reason):
-            return "The Google API key in GOOGLE_API_KEY is not valid: Google rejects it."
-        if self.reason in ("accessNotConfigured", "SERVICE_DISABLED"):
-            return (
-                "The Google Drive API is not enabled for the Google Cloud project of the "
-                "configured API key (GOOGLE_API_KEY); enable it in the Cloud console."
-            )
-        if self.status == 403 and ("blocked" in text or self.reason.startswith("API_KEY_")):
-            return (
-                "The configured Google API key (GOOGLE_API_KEY) is not allowed to call the "
-                "Google Drive API (check the key's API restrictions)."
-            )
-        if self.status in (401, 403) and "missing a valid api key" in text:
-            return "Google did not accept the configured API key (GOOGLE_API_KEY)."
-        return None
-
-
-def parse_drive_error(status: int, body: bytes) -> tuple[str, str]:
-    """(reason, message) from Google's JSON error body; empty strings when it has none."""
-    try:
-        error = json.loads(body.decode("utf-8", "replace")).get("error", {})
-    except (ValueError, AttributeError):
-        return "", ""
-    if not isinstance(error, dict):
-        return "", str(error)[:300]
-    reason = ""
-    errors = error.get("errors")
-    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-        reason = str(errors[0].get("reason") or "")
-    for detail in error.get("details") or []:
-        if isinstance(detail, dict) and detail.get("reason") and not reason:
-            reason = str(detail["reason"])
-    return reason, str(error.get("message") or "")[:300]
-
-
-def classify(
-    status: int, body: bytes, retry_after: str | None, what: str, key: str
-) -> TransientError | GiveUpNow | DriveFailure:
-    """What an error answer means: retry now, retry much later, or a failure to interpret."""
-    reason, message = parse_drive_error(status, body)
-    message = message.replace(key, "[key]") if key else message
-    if status in TRANSIENT_STATUS or reason in _RATE_LIMIT_REASONS:
-        return TransientError(
-            f"{what}: Google Drive answered {status}{f' ({reason})' if reason else ''}; "
-            "will retry.",
-            retry_after=parse_retry_after(retry_after),
-        )
-    if reason in _QUOTA_REASONS:
-        return GiveUpNow(
-            TransientError(
-                f"{what}: Google Drive's quota is used up ({message or reason}); try again later.",
-                retry_after=3600.0,
-            )
-        )
-    return DriveFailure(status, reason, message)
+    def __init__(self, answer: DriveAnswer) -> None:
+        super().__init__(f"HTTP {answer.status} {answer.reason}: {answer.message}")
+        self.answer = answer
 
 
 class _EncodedAnswer(Exception):
@@ -176,7 +110,7 @@ class _IdentityHttpsConnection(_RefuseEncoded, httplib2.HTTPSConnectionWithTimeo
     pass
 
 
-class _IdentityHttp(httplib2.Http):  # type: ignore[misc]
+class _IdentityHttp(httplib2.Http):
     """The listing's HTTP. httplib2 inflates a gzip answer whole, up to 100 times its size past
     10 MiB (its LimitDecoder), so a few MB of listing could take gigabytes: here it asks for
     uncompressed answers, and refuses one compressed anyway before reading its body."""
@@ -198,7 +132,7 @@ class _IdentityHttp(httplib2.Http):  # type: ignore[misc]
         headers = {k: v for k, v in (headers or {}).items() if k.lower() != "accept-encoding"}
         headers["accept-encoding"] = "identity"
         connection_type = connection_type or self._CONNECTIONS.get(urlsplit(uri).scheme.lower())
-        return super().request(uri, method, body, headers, redirections, connection_type)  # type: ignore[no-any-return]
+        return super().request(uri, method, body, headers, redirections, connection_type)
 
 
 class DriveApiSource(Source):
@@ -314,10 +248,8 @@ class DriveApiSource(Source):
         )
         try:
             meta = with_retries(self.settings, lambda: self._execute(request, what))
-        except DriveFailure as failure:
-            raise self._folder_unavailable(failure) from None
-        except GiveUpNow as give_up:
-            raise give_up.error from None
+        except _Refused as refused:
+            raise folder_unavailable(refused.answer, ref.url) from None
         mime = meta.get("mimeType")
         if mime == SHORTCUT_MIME:
             details = meta.get("shortcutDetails") or {}
@@ -347,13 +279,13 @@ class DriveApiSource(Source):
             request = self._list_request(service, folder_id, resource_key, token)
             try:
                 page = with_retries(self.settings, lambda: self._execute(request, what))  # noqa: B023
-            except DriveFailure as failure:
-                if prefix == "" or failure.key_problem:
-                    raise self._folder_unavailable(failure) from None
-                log.warning("Skipping Google Drive subfolder %r: %s", prefix, failure.message)
+            except _Refused as refused:
+                if prefix == "" or refused.answer.key_problem:
+                    raise folder_unavailable(refused.answer, self.ref.url) from None
+                log.warning(
+                    "Skipping Google Drive subfolder %r: %s", prefix, refused.answer.message
+                )
                 return
-            except GiveUpNow as give_up:
-                raise give_up.error from None
             yield from page.get("files") or []
             token = page.get("nextPageToken")
             if not token:
@@ -390,19 +322,17 @@ class DriveApiSource(Source):
         return fresh
 
     def _execute(self, request: Callable[[], Any], what: str) -> dict[str, Any]:
+        outcome: Exception
         try:
             return dict(request().execute(num_retries=0))
         except HttpError as error:
             if 300 <= error.resp.status < 400:
                 location = urlsplit(error.resp.get("location", ""))
                 raise ForbiddenHost(location.hostname or "an unnamed host") from None
-            outcome = classify(
-                error.resp.status,
-                error.content or b"",
-                error.resp.get("retry-after"),
-                what,
-                self._key,
+            answer = DriveAnswer.from_api(
+                error.resp.status, error.content or b"", error.resp.get("retry-after"), self._key
             )
+            outcome = classify(answer, what) or _Refused(answer)
         except _EncodedAnswer as error:
             outcome = UnusableAnswer(f"{what}: {error}.")
         except (OSError, http.client.HTTPException, httplib2.HttpLib2Error) as error:
@@ -411,19 +341,6 @@ class DriveApiSource(Source):
             outcome = TransientError(f"{what}: Google Drive's answer could not be read.")
         # Raised outside the except blocks: HttpError's text holds the URL with the key.
         raise outcome
-
-    def _folder_unavailable(self, failure: DriveFailure) -> SourceUnavailable:
-        if failure.key_problem:
-            return SourceUnavailable(failure.key_problem)
-        if failure.status in (403, 404):
-            return SourceUnavailable(
-                f"The Google Drive folder {self.ref.url} was not found or is not shared with "
-                "'Anyone with the link'."
-            )
-        return SourceUnavailable(
-            f"Google Drive refused to list the folder {self.ref.url} (HTTP {failure.status}: "
-            f"{failure.message or failure.reason or 'no details'})."
-        )
 
     # -- downloading -------------------------------------------------------------------------
 
@@ -437,38 +354,17 @@ class DriveApiSource(Source):
         params = {"alt": "media", "supportsAllDrives": "true"}
 
         def start(stack: ExitStack) -> httpx.Response:
-            response = start_stream(
-                stack, self._http, "GET", url, what, params=params, headers=headers
+            response = stack.enter_context(
+                open_stream(self._http, "GET", url, what, params=params, headers=headers)
             )
             if response.status_code < 400:
                 return response
-            outcome = classify(
+            answer = DriveAnswer.from_api(
                 response.status_code,
                 read_small(response, what, 64 * 1024),
                 response.headers.get("Retry-After"),
-                what,
                 self._key,
             )
-            if isinstance(outcome, DriveFailure):
-                raise self._file_error(file, outcome)
-            raise outcome
+            raise classify(answer, what) or file_unavailable(answer, file.path)
 
         return retried_download(self.settings, start, what)
-
-    def _file_error(self, file: RemoteFile, failure: DriveFailure) -> ImageImportError:
-        if failure.key_problem:
-            return SourceUnavailable(failure.key_problem)
-        if failure.status == 404:
-            return ItemError(
-                f"{file.path!r} could not be downloaded: it was deleted from Google Drive or is "
-                "no longer shared."
-            )
-        if failure.reason in ("fileNotDownloadable", "cannotDownloadAbusiveFile"):
-            return ItemError(
-                f"{file.path!r} cannot be downloaded from Google Drive "
-                f"({failure.message or failure.reason})."
-            )
-        return ItemError(
-            f"{file.path!r} could not be downloaded from Google Drive (HTTP {failure.status}: "
-            f"{failure.message or failure.reason or 'no details'})."
-        )

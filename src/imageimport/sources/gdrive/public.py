@@ -26,6 +26,7 @@ Limits of this route (set GOOGLE_API_KEY to use the Drive API instead):
 
 from __future__ import annotations
 
+import builtins
 import logging
 import re
 from collections import deque
@@ -52,17 +53,20 @@ from imageimport.sources.gdrive.common import (
     FOLDER_MIME,
     PROVIDER,
     SHORTCUT_MIME,
-    GiveUpNow,
+    DriveAnswer,
+    classify,
+    file_gone,
+    file_unavailable,
+    folder_unavailable,
     is_google_apps_type,
-    read_small,
-    retried_download,
-    start_stream,
+    quota_used_up,
 )
 from imageimport.sources.http import (
-    TRANSIENT_STATUS,
+    GiveUpNow,
     make_http_client,
-    parse_retry_after,
-    source_errors,
+    open_stream,
+    read_small,
+    retried_download,
     with_retries,
 )
 from imageimport.sources.listing import (
@@ -229,6 +233,10 @@ def _is_sign_in(refused: ForbiddenHost) -> bool:
     return refused.host == _SIGN_IN_HOST
 
 
+def _page_answer(response: httpx.Response) -> DriveAnswer:
+    return DriveAnswer(response.status_code, response.headers.get("Retry-After"), page=True)
+
+
 def _is_web_page(response: httpx.Response) -> bool:
     # Files come with Content-Disposition: attachment, even HTML files; pages never do.
     content_type = response.headers.get("content-type", "").lower()
@@ -316,7 +324,7 @@ class DrivePublicSource(Source):
 
     def _folder_entries(
         self, folder_id: str, resource_key: str | None, shown: str
-    ) -> list[PageEntry]:
+    ) -> builtins.list[PageEntry]:
         params = {"id": folder_id}
         if resource_key:
             params["resourcekey"] = resource_key
@@ -326,7 +334,7 @@ class DrivePublicSource(Source):
             what = f"Listing the Google Drive folder {shown}"
             try:
                 # Streamed and cut at the limit: a page is never read whole into memory.
-                with source_errors(what), self._http.stream("GET", url, params=params) as response:
+                with open_stream(self._http, "GET", url, what, params=params) as response:
                     page = read_small(response, what, _MAX_PAGE_BYTES + 1)
             except ForbiddenHost as refused:
                 if not _is_sign_in(refused):
@@ -337,22 +345,9 @@ class DrivePublicSource(Source):
                     f"The Google Drive folder {shown} is not shared publicly: Google asks to "
                     "sign in. Share it with 'Anyone with the link'."
                 ) from None
-            status = response.status_code
-            if status in TRANSIENT_STATUS:
-                raise TransientError(
-                    f"Listing the Google Drive folder {shown}: Google answered {status}; "
-                    "will retry.",
-                    retry_after=parse_retry_after(response.headers.get("Retry-After")),
-                )
-            if status in (401, 403, 404, 410):
-                raise SourceUnavailable(
-                    f"The Google Drive folder {shown} was not found or is not shared with "
-                    "'Anyone with the link'."
-                )
-            if status >= 400:
-                raise SourceUnavailable(
-                    f"Google Drive refused to show the folder {shown} (HTTP {status})."
-                )
+            if response.status_code >= 400:
+                answer = _page_answer(response)
+                raise classify(answer, what) or folder_unavailable(answer, shown)
             if len(page) > _MAX_PAGE_BYTES:
                 raise SourceUnavailable(
                     f"Google Drive's page for the folder {shown} is larger than "
@@ -374,11 +369,9 @@ class DrivePublicSource(Source):
 
         def fetch() -> str:
             url = f"{self._web}/file/d/{shortcut_id}/view"
+            what = f"Resolving the Google Drive shortcut {shortcut_id}"
             # Only the redirect's Location matters; no body is read.
-            with (
-                source_errors(f"Resolving the Google Drive shortcut {shortcut_id}"),
-                self._http.stream("GET", url, follow_redirects=False) as response,
-            ):
+            with open_stream(self._http, "GET", url, what, follow_redirects=False) as response:
                 return response.headers.get("location", "")
 
         try:
@@ -432,47 +425,36 @@ class DrivePublicSource(Source):
         **kwargs: object,
     ) -> httpx.Response:
         try:
-            response = start_stream(stack, self._http, method, url, what, **kwargs)
+            response = stack.enter_context(open_stream(self._http, method, url, what, **kwargs))
         except ForbiddenHost as refused:
             if not _is_sign_in(refused):
                 raise ItemError(f"{what}: {refused}") from None
             raise ItemError(
                 f"{file.path!r} is not shared publicly on Google Drive (Google asks to sign in)."
             ) from None
-        status = response.status_code
-        if status < 400:
+        if response.status_code < 400:
             return response
-        if status in TRANSIENT_STATUS:
-            raise TransientError(
-                f"{what}: Google Drive answered {status}; will retry.",
-                retry_after=parse_retry_after(response.headers.get("Retry-After")),
-            )
+        answer = _page_answer(response)
+        retry = classify(answer, what)
+        if retry is not None:
+            raise retry
         page = read_small(response, what, 256 * 1024).decode("utf-8", "replace")
-        if status in (404, 410):
-            raise ItemError(
-                f"{file.path!r} could not be downloaded: it was deleted from Google Drive or is "
-                "no longer shared."
-            )
-        error = self._page_error(page, file)
-        if isinstance(error, GiveUpNow):
-            raise error
-        raise ItemError(f"{file.path!r} could not be downloaded from Google Drive (HTTP {status}).")
+        if not answer.gone:
+            # The page may say what the status does not: a quota, which passes in hours.
+            quota = self._page_error(page, file)
+            if isinstance(quota, GiveUpNow):
+                raise quota
+        raise file_unavailable(answer, file.path)
 
     def _page_error(self, page: str, file: RemoteFile) -> ImageImportError | GiveUpNow:
         text = re.sub(r"\s+", " ", page).lower()
         if any(marker in text for marker in _QUOTA_MARKERS):
-            return GiveUpNow(
-                TransientError(
-                    f"{file.path!r}: Google Drive says too many users have viewed or downloaded "
-                    "this file recently; it will be tried again later.",
-                    retry_after=3600.0,
-                )
+            return quota_used_up(
+                f"{file.path!r}: Google Drive says too many users have viewed or downloaded "
+                "this file recently; it will be tried again later."
             )
         if any(marker in text for marker in _MISSING_MARKERS):
-            return ItemError(
-                f"{file.path!r} could not be downloaded: it was deleted from Google Drive or is "
-                "no longer shared."
-            )
+            return file_gone(file.path)
         return ItemError(
             f"{file.path!r} could not be downloaded: Google Drive answered with a web page "
             "instead of the file, without a download form (the file may not be shared "
