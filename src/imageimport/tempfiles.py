@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,12 @@ class _Owner:
 _owner = _Owner()
 
 
+class MkstempArguments(TypedDict):
+    prefix: str
+    suffix: str
+    dir: str
+
+
 def _new_owner_in_child() -> None:
     # A forked child must not hold (or later delete) its parent's locks.
     global _owner
@@ -150,7 +157,7 @@ class TempFiles:
     def where(self) -> Path:
         return self.directory if self.directory is not None else Path(tempfile.gettempdir())
 
-    def mkstemp_arguments(self) -> dict[str, str]:
+    def mkstemp_arguments(self) -> MkstempArguments:
         """`prefix`, `suffix` and `dir` for `tempfile.mkstemp`, for a caller that deletes the
         file whenever it is done with it: the owner lock is held from now until the process
         ends."""
@@ -168,7 +175,7 @@ class TempFiles:
         finally:
             _owner.release(directory, self.prefix)
 
-    def _arguments(self, directory: Path) -> dict[str, str]:
+    def _arguments(self, directory: Path) -> MkstempArguments:
         return {
             "prefix": f"{self.prefix}{_owner.id}-",
             "suffix": self.suffix,

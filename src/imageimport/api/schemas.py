@@ -4,20 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasPath, BaseModel, BeforeValidator, ConfigDict, Field
 
 from imageimport.db import Counters
 from imageimport.db.models import Import, ImportState, ItemState
-from imageimport.pipeline.imaging import EXTENSIONS
 
 API_PREFIX = "/api/v1"
 
 Provider = Literal["gdrive", "dropbox"]
-# Uppercase like the stored values; a StrEnum so /docs lists them.
-ImageFormat = StrEnum("ImageFormat", {name: name for name in EXTENSIONS})
 
 
 # -- problems ---------------------------------------------------------------------------------

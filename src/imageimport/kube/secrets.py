@@ -38,4 +38,8 @@ class KubernetesSecretReader:
             raise TransientError(
                 f"Reading the Secret {namespace}/{name} failed: {error}"
             ) from error
-        return dict(secret.data or {})
+        # Base64 text; the client's types also allow bytes.
+        return {
+            key: value if isinstance(value, str) else value.decode("ascii")
+            for key, value in (secret.data or {}).items()
+        }

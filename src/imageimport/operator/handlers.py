@@ -128,12 +128,14 @@ def start(
     status: Mapping[str, Any],
     uid: str,
     name: str,
-    namespace: str,
+    namespace: str | None,
     body: Any,
     patch: kopf.Patch,
     memo: Any,
     **_: Any,
 ) -> None:
+    if namespace is None:  # kopf's signature covers cluster-scoped resources too; ours are not
+        raise kopf.PermanentError("An ImageImport is a namespaced resource.")
     context: OperatorContext = memo.context
     generation = meta.get("generation")
     previous = status.get("conditions")

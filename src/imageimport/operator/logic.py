@@ -224,12 +224,13 @@ def _conditions(
     for type_, status, reason, message in desired:
         old = before.get(type_)
         unchanged = old is not None and old.get("status") == status
+        since = old["lastTransitionTime"] if old is not None and unchanged else stamp
         condition: dict[str, Any] = {
             "type": type_,
             "status": status,
             "reason": reason,
             "message": message,
-            "lastTransitionTime": old["lastTransitionTime"] if unchanged else stamp,  # type: ignore[index]
+            "lastTransitionTime": since,
         }
         if generation is not None:
             condition["observedGeneration"] = generation

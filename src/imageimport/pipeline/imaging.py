@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
@@ -36,14 +37,28 @@ _MAGIC: tuple[tuple[int, bytes, str], ...] = (
     (4, b"ftypavis", "AVIF"),
 )
 SNIFF_BYTES = 16
-EXTENSIONS = {
-    "JPEG": "jpg",
-    "PNG": "png",
-    "GIF": "gif",
-    "TIFF": "tif",
-    "BMP": "bmp",
-    "WEBP": "webp",
-    "AVIF": "avif",
+
+
+class ImageFormat(StrEnum):
+    """The formats imported, by Pillow's names (as stored in images.format)."""
+
+    JPEG = "JPEG"
+    PNG = "PNG"
+    GIF = "GIF"
+    TIFF = "TIFF"
+    BMP = "BMP"
+    WEBP = "WEBP"
+    AVIF = "AVIF"
+
+
+EXTENSIONS: dict[str, str] = {
+    ImageFormat.JPEG: "jpg",
+    ImageFormat.PNG: "png",
+    ImageFormat.GIF: "gif",
+    ImageFormat.TIFF: "tif",
+    ImageFormat.BMP: "bmp",
+    ImageFormat.WEBP: "webp",
+    ImageFormat.AVIF: "avif",
 }
 THUMBNAIL_FORMAT = "WEBP"
 MiB = 1024 * 1024
@@ -410,7 +425,7 @@ def _tag_int(tags: Mapping[int, object], tag: int, default: int) -> int:
     value = tags.get(tag, default)
     values = value if isinstance(value, tuple) else (value,)
     try:
-        return max(1, *(int(v) for v in values))  # type: ignore[call-overload]
+        return max(1, *(int(v) for v in values))
     except (TypeError, ValueError):
         return default
 

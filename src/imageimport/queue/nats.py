@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 import socket
 import threading
@@ -117,7 +118,8 @@ class NatsQueue(JobQueue):
         connecting = asyncio.ensure_future(
             self._nc.connect(
                 self.url,
-                connect_timeout=min(deadline, ATTEMPT_TIMEOUT_SECONDS),
+                # nats-py declares whole seconds; `deadline` bounds the whole wait below.
+                connect_timeout=math.ceil(min(deadline, ATTEMPT_TIMEOUT_SECONDS)),
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=1,

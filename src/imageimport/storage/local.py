@@ -22,6 +22,8 @@ _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 class LocalStore(ObjectStore):
     name = "local"
 
+    temp_files: TempFiles
+
     def __init__(self, root: Path, *, fsync: bool = False) -> None:
         self.root = Path(root).absolute()
         # fsync costs a disk flush per object; only worth it where a power cut must not lose

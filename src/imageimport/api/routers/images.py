@@ -20,9 +20,9 @@ from imageimport.api.problems import (
     not_found,
     problem_responses,
 )
-from imageimport.api.schemas import ImageFormat, ImageOut, ImagePage, Provider
+from imageimport.api.schemas import ImageOut, ImagePage, Provider
 from imageimport.db.models import Image
-from imageimport.pipeline.imaging import THUMBNAIL_CONTENT_TYPE
+from imageimport.pipeline.imaging import THUMBNAIL_CONTENT_TYPE, ImageFormat
 from imageimport.services import images
 from imageimport.settings import Settings
 from imageimport.storage.base import ObjectStore

@@ -31,9 +31,8 @@ from imageimport.api.schemas import (
     ImportStatus,
     ItemOut,
     ItemPage,
-    ItemState,
 )
-from imageimport.db.models import TERMINAL_IMPORT_STATES, Import
+from imageimport.db.models import TERMINAL_IMPORT_STATES, Import, ItemState
 from imageimport.errors import DatabaseError
 from imageimport.runtime import Runtime
 
