@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import textwrap
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -473,7 +472,8 @@ def _write_json_array(rows: Iterable[Any]) -> None:
     """What json.dumps(list(rows), indent=2) would write to stdout, an element at a time."""
     opened = False
     for row in rows:
-        element = textwrap.indent(json.dumps(row, ensure_ascii=False, indent=2), "  ")
+        # Not textwrap.indent: it also breaks lines at the NEL, LS and PS inside names.
+        element = "  " + json.dumps(row, ensure_ascii=False, indent=2).replace("\n", "\n  ")
         sys.stdout.write(_json_printable(("," if opened else "[") + "\n" + element))
         opened = True
     sys.stdout.write("\n]\n" if opened else "[]\n")
