@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, NoReturn, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import dropbox
@@ -31,6 +31,7 @@ from imageimport.errors import (
 )
 from imageimport.settings import Settings, secret
 from imageimport.sources.base import FolderRef, RemoteFile, Source
+from imageimport.sources.checksums import DROPBOX_CONTENT_HASH
 from imageimport.sources.dropbox.common import CREDENTIALS_REJECTED, answer_error
 from imageimport.sources.http import CHUNK_SIZE, MAX_REDIRECTS, allowed_hosts, with_retries
 from imageimport.sources.listing import (
@@ -138,6 +139,7 @@ class ConfiguredDropbox(dropbox.Dropbox):
 
 class DropboxApiSource(Source):
     provider = "dropbox"
+    checksums: ClassVar[Mapping[str, str]] = {DROPBOX_CONTENT_HASH: "Dropbox"}
 
     def __init__(self, ref: FolderRef, settings: Settings) -> None:
         super().__init__(ref, settings)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import http.client
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
@@ -36,6 +36,7 @@ from imageimport.errors import (
 )
 from imageimport.settings import Settings, secret
 from imageimport.sources.base import FolderRef, RemoteFile, Source
+from imageimport.sources.checksums import MD5
 from imageimport.sources.gdrive.common import (
     FOLDER_MIME,
     PROVIDER,
@@ -137,6 +138,7 @@ class _IdentityHttp(httplib2.Http):
 
 class DriveApiSource(Source):
     provider: ClassVar[str] = PROVIDER
+    checksums: ClassVar[Mapping[str, str]] = {MD5: "Google Drive"}  # md5Checksum
 
     def __init__(self, ref: FolderRef, settings: Settings) -> None:
         super().__init__(ref, settings)
