@@ -9,7 +9,11 @@ file for viruses" confirmation page above `large_file_threshold`.
 
 A folder that is not public, or an item whose resource key is required but not sent, answers
 like the real service: 404 from the API, a redirect to the Google sign-in page from the web.
-Downloads can answer wrong bytes (`corrupt`, see folder.Corruption).
+A file Drive flagged as malware or spam (`abusive`) answers alt=media with 403
+cannotDownloadAbusiveFile unless acknowledgeAbuse=true is sent, and acknowledgeAbuse=true on a
+file that is not flagged answers 403 invalidAbuseAcknowledgment, as users of rclone and
+plexdrive report it (rclone/rclone#2317, plexdrive/plexdrive#410). Downloads can answer wrong
+bytes (`corrupt`, see folder.Corruption).
 
 Try the CLI offline:  python -m tests.fakes.gdrive --port 8900 --sample
 """
@@ -68,6 +72,7 @@ class FakeDrive:
     large_file_threshold: int
     resource_keys: dict[str, str] = field(default_factory=dict)
     quota_exceeded: Collection[str] = ()
+    abusive: Collection[str] = ()
     corruption: Corruption = field(default_factory=Corruption)
     requests: list[RecordedRequest] = field(default_factory=list)
     nodes: dict[str, tuple[FakeFile | FakeFolder, FakeFolder]] = field(default_factory=dict)
@@ -335,6 +340,17 @@ async def _files_get(request: Request) -> Response:
             location="alt",
             locationType="parameter",
         )
+    acknowledged = request.query_params.get("acknowledgeAbuse") == "true"
+    if node.id in drive.abusive and not acknowledged:
+        return _api_error(
+            403,
+            "This file has been identified as malware or spam and cannot be downloaded.",
+            "cannotDownloadAbusiveFile",
+        )
+    if acknowledged and node.id not in drive.abusive:
+        return _api_error(
+            403, "This file has not been flagged for abuse.", "invalidAbuseAcknowledgment"
+        )
     return _send_file(request, drive, node, {})
 
 
@@ -503,15 +519,16 @@ def make_gdrive_app(
     *,
     resource_keys: dict[str, str] | None = None,
     quota_exceeded: Collection[str] = (),
+    abusive: Collection[str] = (),
     corrupt: Mapping[str, int] | None = None,
 ) -> Starlette:
     """A fake Drive serving `folders` (shared "Anyone with the link" unless `public=False`).
 
     api_key=None accepts API requests without checking the key. `resource_keys` maps item ids
     to the resource key that must be sent to reach them; `quota_exceeded` lists file ids whose
-    public download answers Drive's "too many users" page; `corrupt` maps file ids to how many
-    of their downloads answer wrong bytes (folder.Corruption). `app.state.drive` (a FakeDrive)
-    records every request.
+    public download answers Drive's "too many users" page; `abusive` lists file ids Drive
+    flagged as malware or spam; `corrupt` maps file ids to how many of their downloads answer
+    wrong bytes (folder.Corruption). `app.state.drive` (a FakeDrive) records every request.
     """
     app = Starlette(
         routes=[
@@ -528,6 +545,7 @@ def make_gdrive_app(
         large_file_threshold,
         resource_keys=dict(resource_keys or {}),
         quota_exceeded=set(quota_exceeded),
+        abusive=set(abusive),
         corruption=Corruption(corrupt),
     )
     return app

@@ -38,6 +38,7 @@ from imageimport.settings import Settings, secret
 from imageimport.sources.base import FolderRef, RemoteFile, Source
 from imageimport.sources.checksums import MD5
 from imageimport.sources.gdrive.common import (
+    ABUSIVE_REASON,
     FOLDER_MIME,
     PROVIDER,
     SHORTCUT_MIME,
@@ -355,18 +356,37 @@ class DriveApiSource(Source):
             headers["X-Goog-Drive-Resource-Keys"] = f"{file.id}/{resource_key}"
         params = {"alt": "media", "supportsAllDrives": "true"}
 
+        def ask(stack: ExitStack, query: dict[str, str]) -> httpx.Response | DriveAnswer:
+            """The file's answer, entered into `stack`; or Drive's refusal, its answer closed."""
+            with ExitStack() as asking:
+                response = asking.enter_context(
+                    open_stream(self._http, "GET", url, what, params=query, headers=headers)
+                )
+                if response.status_code < 400:
+                    stack.enter_context(asking.pop_all())
+                    return response
+                return DriveAnswer.from_api(
+                    response.status_code,
+                    read_small(response, what, 64 * 1024),
+                    response.headers.get("Retry-After"),
+                    self._key,
+                )
+
         def start(stack: ExitStack) -> httpx.Response:
-            response = stack.enter_context(
-                open_stream(self._http, "GET", url, what, params=params, headers=headers)
-            )
-            if response.status_code < 400:
-                return response
-            answer = DriveAnswer.from_api(
-                response.status_code,
-                read_small(response, what, 64 * 1024),
-                response.headers.get("Retry-After"),
-                self._key,
-            )
-            raise classify(answer, what) or file_unavailable(answer, file.path)
+            outcome = ask(stack, params)
+            acknowledged = False
+            if (
+                isinstance(outcome, DriveAnswer)
+                and outcome.reason == ABUSIVE_REASON
+                and self.settings.drive_acknowledge_abuse
+            ):
+                # Only now: Drive refuses acknowledgeAbuse=true for a file it did not flag
+                # (invalidAbuseAcknowledgment), so rclone too acknowledges the risk only once
+                # a file was refused as abusive (rclone/rclone#2317).
+                outcome = ask(stack, {**params, "acknowledgeAbuse": "true"})
+                acknowledged = True
+            if isinstance(outcome, httpx.Response):
+                return outcome
+            raise classify(outcome, what) or file_unavailable(outcome, file.path, acknowledged)
 
         return retried_download(self.settings, start, what)
