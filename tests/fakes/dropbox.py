@@ -119,7 +119,7 @@ class FakeDropbox:
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (route, argument)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _zip_tokens: dict[str, str] = field(default_factory=dict)
-    _hashes: dict[str, str] = field(default_factory=dict)
+    _hashes: dict[tuple[str, int | None, bytes], str] = field(default_factory=dict)
 
     def expire_tokens(self) -> None:
         """Every access token handed out so far now answers expired_access_token."""
@@ -157,12 +157,14 @@ class FakeDropbox:
         return next((n for p, n in folder.walk() if p.lower() == wanted), None)
 
     def file_hash(self, file: FakeFile) -> str:
+        # By content too: a test may change a file at its source, as people do.
+        key = (file.id, file.size, file.content)
         with self.lock:
-            cached = self._hashes.get(file.id)
+            cached = self._hashes.get(key)
         if cached is None:
             cached = content_hash(file)
             with self.lock:
-                self._hashes[file.id] = cached
+                self._hashes[key] = cached
         return cached
 
 

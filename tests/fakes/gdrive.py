@@ -76,7 +76,7 @@ class FakeDrive:
     corruption: Corruption = field(default_factory=Corruption)
     requests: list[RecordedRequest] = field(default_factory=list)
     nodes: dict[str, tuple[FakeFile | FakeFolder, FakeFolder]] = field(default_factory=dict)
-    _md5: dict[str, str] = field(default_factory=dict)
+    _md5: dict[tuple[str, int | None, bytes], str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -118,9 +118,11 @@ class FakeDrive:
         return SHORTCUT_MIME if node.shortcut_to else node.mime_type
 
     def md5(self, file: FakeFile) -> str:
-        if file.id not in self._md5:
-            self._md5[file.id] = file.md5
-        return self._md5[file.id]
+        # By content too: a test may change a file at its source, as people do.
+        key = (file.id, file.size, file.content)
+        if key not in self._md5:
+            self._md5[key] = file.md5
+        return self._md5[key]
 
     def resource(self, node: FakeFile | FakeFolder) -> dict[str, Any]:
         """A Drive API `File` resource, with the fields Drive fills for this kind of item."""

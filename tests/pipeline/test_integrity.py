@@ -1,7 +1,8 @@
 """Downloads checked against the checksum the source gives, through each route that gives one
 (Drive's md5Checksum, Dropbox's content_hash): wrong bytes once are downloaded again and the
 right ones stored; wrong bytes every time fail that file with the reason, and the rest of the
-import is unaffected."""
+import is unaffected. A file changed at its source after it was listed is checked against the
+checksum it has now."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ import pytest
 from sqlalchemy import select
 
 from imageimport.db.models import Image, ImportItem
+from imageimport.pipeline.download import Limits, download
 from imageimport.runtime import Runtime
 from imageimport.services.embedded import run_import
 from imageimport.settings import Settings
+from imageimport.sources.checksums import ChecksumMismatch
+from imageimport.sources.registry import open_source
 from tests.fakes.folder import EVERY_DOWNLOAD, Corruption, FakeFile, FakeFolder, make_image
 from tests.pipeline.routes import Route, start_route
 
@@ -69,3 +73,24 @@ def test_wrong_bytes_are_downloaded_again_and_never_stored(
         f"match the checksum {service} gives for this file ({name} "
     ), reason
     assert items["once.jpg"].reason is None
+
+
+@pytest.mark.parametrize("route_name", sorted(SERVICE))
+def test_a_file_changed_after_it_was_listed_is_checked_against_its_checksum_now(
+    route_name: str, make_settings: Callable[..., Settings]
+) -> None:
+    photo = FakeFile("photo.jpg", make_image(80, 60, "JPEG", seed=51))
+    folder = FakeFolder(f"changing-{route_name}", [FakeFile("other.jpg", b"x"), photo])
+    with start_route(route_name, folder) as route:
+        settings = make_settings(**route.settings)
+        with open_source(route.url, settings) as source:
+            listed = next(f for f in source.list() if f.name == "photo.jpg")
+            # Fixed at its source, as someone does before retrying a failed file.
+            photo.content = make_image(80, 60, "JPEG", seed=52)
+            fetched = download(source, listed, Limits.of(settings))
+            fetched.file.close()
+            assert fetched.sha256 == hashlib.sha256(photo.content).hexdigest()
+            # Damaged bytes of the changed file are still told apart.
+            corruption_of(route).times[photo.id] = 1
+            with pytest.raises(ChecksumMismatch):
+                download(source, listed, Limits.of(settings))

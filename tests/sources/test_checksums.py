@@ -1,5 +1,6 @@
 """The checksums downloads are checked against: Dropbox's content_hash against values computed
-elsewhere, fed in every way a download can cut its chunks, and which checksums are used."""
+elsewhere, fed in every way a download can cut its chunks; which checksums are used; and a
+file that changed after it was listed told apart from damaged bytes."""
 
 from __future__ import annotations
 
@@ -7,16 +8,11 @@ import hashlib
 
 import pytest
 
-from imageimport.sources.checksums import (
-    DROPBOX_BLOCK_BYTES,
-    ChecksumMismatch,
-    DropboxContentHasher,
-    verifier,
-)
+from imageimport.sources.checksums import ChecksumMismatch, verifier
 from tests.fakes.dropbox import content_hash
 from tests.fakes.folder import FakeFile
 
-B = DROPBOX_BLOCK_BYTES
+B = 4 * 1024 * 1024  # Dropbox's block
 PATTERN = bytes(range(256))
 
 # Known values of rdrop2's tests (tests/testthat/test-08-rdrop2-content-hash.R), an
@@ -36,20 +32,22 @@ KNOWN = [
 ]
 
 
-def content_hash_of(data: bytes, chunk_sizes: list[int]) -> str:
-    hasher = DropboxContentHasher()
+def assert_content_hash(data: bytes, chunk_sizes: list[int], expected: str) -> None:
+    """A download of `data` in chunks of `chunk_sizes` (then the rest) matches `expected`."""
+    check = verifier(f"dropbox:{expected}", {"dropbox": "Dropbox"}, "x.bin")
+    assert check is not None
     position = 0
     for size in chunk_sizes:
-        hasher.update(data[position : position + size])
+        check.update(data[position : position + size])
         position += size
-    hasher.update(data[position:])
-    return hasher.hexdigest()
+    check.update(data[position:])
+    check.verify(lambda: None)
 
 
 @pytest.mark.parametrize(("data", "expected"), KNOWN, ids=["short", "block", "block+1", "3.5"])
 def test_content_hash_matches_known_values(data: bytes, expected: str) -> None:
-    assert content_hash_of(data, []) == expected
-    assert content_hash_of(data, [256 * 1024] * (len(data) // (256 * 1024))) == expected
+    assert_content_hash(data, [], expected)
+    assert_content_hash(data, [256 * 1024] * (len(data) // (256 * 1024)), expected)
 
 
 # The chunkings of Dropbox's own tests (dropbox-api-content-hasher, python/run_tests.py),
@@ -79,12 +77,12 @@ def test_content_hash_whatever_the_chunks(chunk_sizes: list[int]) -> None:
     data = (PATTERN * (sum(chunk_sizes) // 256 + 1))[: sum(chunk_sizes)]
     blocks = (hashlib.sha256(data[i : i + B]).digest() for i in range(0, len(data), B))
     reference = hashlib.sha256(b"".join(blocks)).hexdigest()
-    assert content_hash_of(data, chunk_sizes) == reference
+    assert_content_hash(data, chunk_sizes, reference)
 
 
 def test_the_fake_dropbox_hashes_like_the_app() -> None:
     file = FakeFile("big.bin", b"start", size=2 * B + 12345)
-    assert content_hash(file) == content_hash_of(file.read(), [])
+    assert_content_hash(file.read(), [], content_hash(file))
 
 
 DECLARED = {"md5": "Google Drive", "dropbox": "Dropbox"}
@@ -96,14 +94,14 @@ def test_a_download_matching_its_checksum_passes_and_one_that_does_not_is_retrie
     assert check is not None
     check.update(body[:7])
     check.update(body[7:])
-    check.verify()
+    check.verify(lambda: pytest.fail("the source is asked again only after a mismatch"))
 
     expected = hashlib.md5(body).hexdigest()
     check = verifier(f"md5:{expected}", DECLARED, "a/photo.jpg")
     assert check is not None
     check.update(body[:-1] + b"!")
     with pytest.raises(ChecksumMismatch) as raised:
-        check.verify()
+        check.verify(lambda: f"md5:{expected}")  # the file did not change meanwhile
     assert str(raised.value).startswith(
         "The bytes downloaded for 'a/photo.jpg' do not match the checksum Google Drive gives "
         f"for this file (md5 {expected}, the bytes have "
@@ -131,3 +129,11 @@ def test_only_the_kinds_a_route_declares_are_checked() -> None:
     assert verifier(checksum, {}, "x.jpg") is None
     assert verifier(checksum, {"dropbox": "Dropbox"}, "x.jpg") is None
     assert verifier(checksum, {"md5": "Google Drive"}, "x.jpg") is not None
+
+
+def test_a_file_changed_after_it_was_listed_passes_with_the_checksum_it_has_now() -> None:
+    listed, now = b"the photo as it was listed", b"the photo fixed at its source"
+    check = verifier(f"md5:{hashlib.md5(listed).hexdigest()}", DECLARED, "x.jpg")
+    assert check is not None
+    check.update(now)
+    check.verify(lambda: f"md5:{hashlib.md5(now).hexdigest().upper()}")

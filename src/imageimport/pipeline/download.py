@@ -161,7 +161,7 @@ def _receive(
     # A cut can also look like a clean end (a body delimited by the connection closing).
     watch.raise_if_cut()
     if check is not None:
-        check.verify()
+        check.verify(lambda: source.checksum_now(remote))
     if size == 0:
         raise NotAnImage("Not an image: the file is empty.")
     if fmt is None:

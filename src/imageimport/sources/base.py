@@ -72,6 +72,12 @@ class Source(ABC):
     def open(self, file: RemoteFile) -> AbstractContextManager[Iterator[bytes]]:
         """The file's bytes as chunks; the caller enforces size limits while reading."""
 
+    def checksum_now(self, file: RemoteFile) -> str | None:
+        """The file's checksum as the source gives it now, None when the route cannot tell.
+        Asked only when a download does not match the checksum the listing gave: a file that
+        changed after it was listed (fixed at its source, then retried) has a new one."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and temporary files."""
 

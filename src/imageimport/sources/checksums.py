@@ -21,48 +21,29 @@ from imageimport.errors import TransientError
 MD5 = "md5"
 DROPBOX_CONTENT_HASH = "dropbox"
 
-# Dropbox's content_hash, as https://www.dropbox.com/developers/reference/content-hash
-# describes it and github.com/dropbox/dropbox-api-content-hasher computes it
-# (python/dropbox_content_hasher.py): the file cut into blocks of 4 MiB (the last one may be
-# shorter), the SHA-256 of each block, and the SHA-256 of those digests put end to end, in hex.
-DROPBOX_BLOCK_BYTES = 4 * 1024 * 1024
-
 
 class Hasher(Protocol):
     def update(self, data: bytes, /) -> None: ...
     def hexdigest(self) -> str: ...
 
 
-class DropboxContentHasher:
-    """Dropbox's content_hash, fed chunk by chunk like a hashlib object."""
+def dropbox_content_hasher() -> Hasher:
+    """Dropbox's content_hash (https://www.dropbox.com/developers/reference/content-hash): the
+    file cut into blocks of 4 MiB (the last one may be shorter), the SHA-256 of each block,
+    and the SHA-256 of those digests put end to end, in hex. The Dropbox SDK ships Dropbox's
+    own reference code for it (github.com/dropbox/dropbox-api-content-hasher); imported when
+    first needed, as the SDK is (sources.dropbox), since the package takes a third of a second
+    to import and only the Dropbox API route gives such checksums."""
+    from dropbox.content_hash import DropboxContentHasher
 
-    def __init__(self) -> None:
-        self._overall = hashlib.sha256()
-        self._block = hashlib.sha256()
-        self._in_block = 0
-
-    def update(self, data: bytes, /) -> None:
-        view = memoryview(data)
-        while view:
-            take = min(len(view), DROPBOX_BLOCK_BYTES - self._in_block)
-            self._block.update(view[:take])
-            self._in_block += take
-            view = view[take:]
-            if self._in_block == DROPBOX_BLOCK_BYTES:
-                self._overall.update(self._block.digest())
-                self._block, self._in_block = hashlib.sha256(), 0
-
-    def hexdigest(self) -> str:
-        overall = self._overall.copy()
-        if self._in_block:
-            overall.update(self._block.digest())
-        return overall.hexdigest()
+    hasher: Hasher = DropboxContentHasher()
+    return hasher
 
 
 # kind -> (its name in messages, a fresh hasher, the digest's length in hex digits)
 _KINDS: dict[str, tuple[str, Callable[[], Hasher], int]] = {
     MD5: ("md5", hashlib.md5, 32),
-    DROPBOX_CONTENT_HASH: ("content_hash", DropboxContentHasher, 64),
+    DROPBOX_CONTENT_HASH: ("content_hash", dropbox_content_hasher, 64),
 }
 _HEX = re.compile("[0-9a-f]+")
 
@@ -77,6 +58,7 @@ class Verifier:
 
     def __init__(self, kind: str, expected: str, service: str, path: str) -> None:
         name, make, _ = _KINDS[kind]
+        self._kind = kind
         self._name = name
         self._hasher = make()
         self._expected = expected
@@ -86,9 +68,15 @@ class Verifier:
     def update(self, chunk: bytes) -> None:
         self._hasher.update(chunk)
 
-    def verify(self) -> None:
+    def verify(self, checksum_now: Callable[[], str | None]) -> None:
+        """Raise ChecksumMismatch unless the bytes match the listed checksum, or the one the
+        source gives now (`checksum_now`, asked only then: the file changed after it was
+        listed)."""
         got = self._hasher.hexdigest()
-        if got != self._expected:
+        if got == self._expected:
+            return
+        now = checksum_now()
+        if now is None or now.lower() != f"{self._kind}:{got}":
             raise ChecksumMismatch(
                 f"The bytes downloaded for {self._path!r} do not match the checksum "
                 f"{self._service} gives for this file ({self._name} {self._expected}, the bytes "

@@ -15,6 +15,7 @@ with it the key), so errors are rebuilt from the status and Google's JSON body, 
 from __future__ import annotations
 
 import http.client
+import json
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -30,6 +31,7 @@ from googleapiclient.errors import HttpError
 from imageimport.errors import (
     ConfigError,
     ForbiddenHost,
+    ImageImportError,
     SourceUnavailable,
     TransientError,
     UnusableAnswer,
@@ -347,13 +349,17 @@ class DriveApiSource(Source):
 
     # -- downloading -------------------------------------------------------------------------
 
-    def open(self, file: RemoteFile) -> AbstractContextManager[Iterator[bytes]]:
-        what = f"Downloading {file.path!r} from Google Drive"
-        url = f"{self._api}/drive/v3/files/{quote(file.id, safe='')}"
+    def _file_request(self, file: RemoteFile) -> tuple[str, dict[str, str]]:
+        """The URL and headers of files.get for `file`."""
         headers = {"X-Goog-Api-Key": self._key}
         resource_key = file.extra.get("resource_key")
         if resource_key:
             headers["X-Goog-Drive-Resource-Keys"] = f"{file.id}/{resource_key}"
+        return f"{self._api}/drive/v3/files/{quote(file.id, safe='')}", headers
+
+    def open(self, file: RemoteFile) -> AbstractContextManager[Iterator[bytes]]:
+        what = f"Downloading {file.path!r} from Google Drive"
+        url, headers = self._file_request(file)
         params = {"alt": "media", "supportsAllDrives": "true"}
 
         def ask(stack: ExitStack, query: dict[str, str]) -> httpx.Response | DriveAnswer:
@@ -390,3 +396,30 @@ class DriveApiSource(Source):
             raise classify(outcome, what) or file_unavailable(outcome, file.path, acknowledged)
 
         return retried_download(self.settings, start, what)
+
+    def checksum_now(self, file: RemoteFile) -> str | None:
+        what = f"Reading the checksum of {file.path!r} from Google Drive"
+        url, headers = self._file_request(file)
+        params = {"fields": "md5Checksum", "supportsAllDrives": "true"}
+
+        def fetch() -> str | None:
+            with open_stream(self._http, "GET", url, what, params=params, headers=headers) as got:
+                body = read_small(got, what, 64 * 1024)
+                if got.status_code >= 400:
+                    answer = DriveAnswer.from_api(
+                        got.status_code, body, got.headers.get("Retry-After"), self._key
+                    )
+                    retry = classify(answer, what)
+                    if retry is not None:
+                        raise retry
+                    return None
+            try:
+                md5 = json.loads(body).get("md5Checksum")
+            except (ValueError, AttributeError):
+                return None
+            return f"{MD5}:{md5}" if isinstance(md5, str) and md5 else None
+
+        try:
+            return with_retries(self.settings, fetch)
+        except ImageImportError:
+            return None  # unknown: the download counts as damaged, and is tried again later
