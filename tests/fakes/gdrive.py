@@ -12,8 +12,10 @@ like the real service: 404 from the API, a redirect to the Google sign-in page f
 A file Drive flagged as malware or spam (`abusive`) answers alt=media with 403
 cannotDownloadAbusiveFile unless acknowledgeAbuse=true is sent, and acknowledgeAbuse=true on a
 file that is not flagged answers 403 invalidAbuseAcknowledgment, as users of rclone and
-plexdrive report it (rclone/rclone#2317, plexdrive/plexdrive#410). Downloads can answer wrong
-bytes (`corrupt`, see folder.Corruption).
+plexdrive report it (rclone/rclone#2317, plexdrive/plexdrive#410). A flagged file in
+`owner_only` stays refused even then: Google lets only the owner acknowledge the risk, and
+ignores anyone else's acknowledgement (rclone's documentation of --drive-acknowledge-abuse).
+Downloads can answer wrong bytes (`corrupt`, see folder.Corruption).
 
 Try the CLI offline:  python -m tests.fakes.gdrive --port 8900 --sample
 """
@@ -73,6 +75,7 @@ class FakeDrive:
     resource_keys: dict[str, str] = field(default_factory=dict)
     quota_exceeded: Collection[str] = ()
     abusive: Collection[str] = ()
+    owner_only: Collection[str] = ()
     corruption: Corruption = field(default_factory=Corruption)
     requests: list[RecordedRequest] = field(default_factory=list)
     nodes: dict[str, tuple[FakeFile | FakeFolder, FakeFolder]] = field(default_factory=dict)
@@ -343,7 +346,7 @@ async def _files_get(request: Request) -> Response:
             locationType="parameter",
         )
     acknowledged = request.query_params.get("acknowledgeAbuse") == "true"
-    if node.id in drive.abusive and not acknowledged:
+    if node.id in drive.abusive and (not acknowledged or node.id in drive.owner_only):
         return _api_error(
             403,
             "This file has been identified as malware or spam and cannot be downloaded.",
@@ -522,6 +525,7 @@ def make_gdrive_app(
     resource_keys: dict[str, str] | None = None,
     quota_exceeded: Collection[str] = (),
     abusive: Collection[str] = (),
+    owner_only: Collection[str] = (),
     corrupt: Mapping[str, int] | None = None,
 ) -> Starlette:
     """A fake Drive serving `folders` (shared "Anyone with the link" unless `public=False`).
@@ -529,8 +533,9 @@ def make_gdrive_app(
     api_key=None accepts API requests without checking the key. `resource_keys` maps item ids
     to the resource key that must be sent to reach them; `quota_exceeded` lists file ids whose
     public download answers Drive's "too many users" page; `abusive` lists file ids Drive
-    flagged as malware or spam; `corrupt` maps file ids to how many of their downloads answer
-    wrong bytes (folder.Corruption). `app.state.drive` (a FakeDrive) records every request.
+    flagged as malware or spam, and `owner_only` those of them it refuses even with the risk
+    acknowledged; `corrupt` maps file ids to how many of their downloads answer wrong bytes
+    (folder.Corruption). `app.state.drive` (a FakeDrive) records every request.
     """
     app = Starlette(
         routes=[
@@ -548,6 +553,7 @@ def make_gdrive_app(
         resource_keys=dict(resource_keys or {}),
         quota_exceeded=set(quota_exceeded),
         abusive=set(abusive),
+        owner_only=set(owner_only),
         corruption=Corruption(corrupt),
     )
     return app

@@ -24,10 +24,16 @@ FOLDER = FakeFolder("flagged-inside", [FLAGGED, *PLAIN])
 
 
 def run(
-    make_settings: Callable[..., Settings], **settings: object
+    make_settings: Callable[..., Settings], owner_only: bool = False, **settings: object
 ) -> tuple[Snapshot, dict[str, ImportItem], list[str]]:
-    """The import's result, its items by name, and the ids downloaded with acknowledgeAbuse."""
-    app = make_gdrive_app([FOLDER], api_key=KEY, abusive={FLAGGED.id})
+    """The import's result, its items by name, and the ids downloaded with acknowledgeAbuse.
+    `owner_only`: Drive refuses the flagged file even with the risk acknowledged."""
+    app = make_gdrive_app(
+        [FOLDER],
+        api_key=KEY,
+        abusive={FLAGGED.id},
+        owner_only={FLAGGED.id} if owner_only else (),
+    )
     with RunningServer(app) as server:
         runtime = Runtime(
             make_settings(
@@ -83,4 +89,19 @@ def test_acknowledging_the_risk_downloads_it_and_leaves_the_other_files_alone(
     }
     # Only the flagged file was asked for with acknowledgeAbuse=true: the fake, like Drive,
     # refuses it (invalidAbuseAcknowledgment) on the plain ones, which were all imported.
+    assert acknowledged == [FLAGGED.id]
+
+
+def test_a_flagged_file_refused_even_when_acknowledged_stays_skipped(
+    make_settings: Callable[..., Settings],
+) -> None:
+    result, items, acknowledged = run(make_settings, owner_only=True, drive_acknowledge_abuse=True)
+    assert result.state == "succeeded", result.error
+    assert (result.counters.imported, result.counters.skipped) == (3, 1)
+    assert items["flagged.jpg"].state == "skipped"
+    assert items["flagged.jpg"].reason == (
+        "'flagged.jpg' was skipped: Google Drive flagged it as malware or spam "
+        "(cannotDownloadAbusiveFile) and refused it even with the risk acknowledged "
+        "(DRIVE_ACKNOWLEDGE_ABUSE); Google serves a flagged file only to its owner."
+    )
     assert acknowledged == [FLAGGED.id]
