@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     dropbox_app_key: SecretStr | None = None
     dropbox_app_secret: SecretStr | None = None
     dropbox_refresh_token: SecretStr | None = None
+    # Download Drive files Google flagged as malware or spam (cannotDownloadAbusiveFile) by
+    # acknowledging the risk (acknowledgeAbuse=true); otherwise they are skipped, with a reason.
+    drive_acknowledge_abuse: bool = False
 
     # Every external host a source talks to; tests point them at the fakes.
     gdrive_api_url: str = "https://www.googleapis.com"

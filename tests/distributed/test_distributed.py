@@ -3,6 +3,7 @@ processes: every image exactly once, whatever crashes."""
 
 from __future__ import annotations
 
+import hashlib
 import signal
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import ProgrammingError
 
 from tests.distributed.cluster import Cluster, purge_stream, stream_last_sequence
-from tests.fakes.folder import FakeFile, FakeFolder, big_folder, make_image
+from tests.fakes.folder import EVERY_DOWNLOAD, FakeFile, FakeFolder, big_folder, make_image
 from tests.fakes.server import Fault, FaultPlan
 from tests.pipeline.routes import Route, start_route
 
@@ -209,3 +210,37 @@ def test_source_fault_storm_fails_only_the_broken_files(
         assert sorted(name for name, _ in failed) == sorted(f.name for f in broken)
         assert all("Corrupt or truncated" in reason for _, reason in failed)
         assert sum(faults.seen.values()) > 300
+
+
+def test_wrong_bytes_are_downloaded_again_then_fail_only_that_file(
+    cluster_factory: Any, s3_server: Any
+) -> None:
+    good = [FakeFile(f"ok-{i}.png", make_image(40, 30, "PNG", seed=300 + i)) for i in range(30)]
+    once = FakeFile("once.jpg", make_image(300, 200, "JPEG", seed=331))
+    always = FakeFile("always.jpg", make_image(200, 100, "JPEG", seed=332))
+    folder = FakeFolder("damaged on the way", [*good, once, always])
+    corrupt = {once.id: 1, always.id: EVERY_DOWNLOAD}
+    with start_route("dropbox-api", folder, corrupt=corrupt) as route:
+        cluster = cluster_factory(route)
+        cluster.env["MAX_DELIVER"] = "3"
+        cluster.start_worker()
+        cluster.start_worker()
+        import_id = cluster.plan(route.url)
+        counts = cluster.wait_finished(import_id)
+        served_wrong = dict(route.server.app.app.state.dropbox.corruption.served)  # type: ignore[attr-defined]
+    assert counts == {"done": 31, "failed": 1}, counts
+    assert cluster.state(import_id)[0] == "completed_with_failures"
+    assert served_wrong == {once.id: 1, always.id: 3}
+    with cluster.engine.connect() as connection:
+        failed = connection.execute(
+            text("SELECT name, reason FROM import_items WHERE state = 'failed'")
+        ).all()
+    assert [name for name, _ in failed] == ["always.jpg"]
+    assert failed[0][1].startswith(
+        "Gave up after 3 attempts: The bytes downloaded for 'always.jpg' do not match the "
+        "checksum Dropbox gives for this file (content_hash "
+    ), failed[0][1]
+    # The stored bytes are the files' own, never the damaged ones.
+    assert {sha for sha, _, _ in cluster.images()} == {
+        hashlib.sha256(f.read()).hexdigest() for f in [*good, once]
+    }

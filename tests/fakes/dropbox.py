@@ -19,6 +19,7 @@ import secrets
 import tempfile
 import threading
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from starlette.responses import (
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tests.fakes.folder import FakeFile, FakeFolder, big_folder, sample_folder
+from tests.fakes.folder import Corruption, FakeFile, FakeFolder, big_folder, sample_folder
 from tests.fakes.server import FaultPlan
 
 PAGE_SIZE = 500  # the real service returns up to ~2000 entries per page
@@ -79,6 +80,8 @@ def _alnum(seed: str, length: int) -> str:
 
 
 def content_hash(file: FakeFile) -> str:
+    """Dropbox's content_hash, written from its reference page
+    (https://www.dropbox.com/developers/reference/content-hash), apart from the app's own."""
     overall = hashlib.sha256()
     block = hashlib.sha256()
     in_block = 0
@@ -109,13 +112,14 @@ class FakeDropbox:
     # bytes or a file are served with a Content-Length; a list of chunks is streamed without.
     raw_zips: dict[str, bytes | Path | list[bytes]] = field(default_factory=dict)
     faults: FaultPlan = field(default_factory=FaultPlan)
+    corruption: Corruption = field(default_factory=Corruption)
     tokens: dict[str, bool] = field(default_factory=dict)  # access token -> still valid
     token_requests: int = 0
     zip_downloads: int = 0
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (route, argument)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _zip_tokens: dict[str, str] = field(default_factory=dict)
-    _hashes: dict[str, str] = field(default_factory=dict)
+    _hashes: dict[tuple[str, int | None, bytes], str] = field(default_factory=dict)
 
     def expire_tokens(self) -> None:
         """Every access token handed out so far now answers expired_access_token."""
@@ -153,12 +157,14 @@ class FakeDropbox:
         return next((n for p, n in folder.walk() if p.lower() == wanted), None)
 
     def file_hash(self, file: FakeFile) -> str:
+        # By content too: a test may change a file at its source, as people do.
+        key = (file.id, file.size, file.content)
         with self.lock:
-            cached = self._hashes.get(file.id)
+            cached = self._hashes.get(key)
         if cached is None:
             cached = content_hash(file)
             with self.lock:
-                self._hashes[file.id] = cached
+                self._hashes[key] = cached
         return cached
 
 
@@ -171,8 +177,11 @@ def make_dropbox_app(
     page_size: int = PAGE_SIZE,
     raw_zips: dict[str, bytes | Path | list[bytes]] | None = None,
     faults: FaultPlan | None = None,
+    corrupt: Mapping[str, int] | None = None,
 ) -> Starlette:
-    """The fake; `faults` are answered in Dropbox's own formats (429 JSON body, etc.)."""
+    """The fake; `faults` are answered in Dropbox's own formats (429 JSON body, etc.);
+    `corrupt` maps file ids to how many of their downloads answer wrong bytes (with the
+    metadata and length of the right ones; folder.Corruption)."""
     state = FakeDropbox(
         folders={f.id: f for f in folders},
         app_key=app_key,
@@ -181,6 +190,7 @@ def make_dropbox_app(
         page_size=page_size,
         raw_zips=dict(raw_zips or {}),
         faults=faults or FaultPlan(),
+        corruption=Corruption(corrupt),
     )
     routes = [
         Route("/oauth2/token", _token, methods=["POST"]),
@@ -392,7 +402,7 @@ async def _get_shared_link_file(request: Request) -> Response:
         "size": node.length,
     }
     return StreamingResponse(
-        node.chunks(),
+        state.corruption.body(node),
         media_type="application/octet-stream",
         headers={
             # ASCII-only JSON, as the real header carries non-ASCII names \u-escaped.

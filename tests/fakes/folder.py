@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import io
 import random
-from collections.abc import Iterator
+import threading
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -53,6 +55,42 @@ class FakeFile:
         for chunk in self.chunks():
             digest.update(chunk)
         return digest.hexdigest()
+
+
+# For `Corruption`: every download of the file answers wrong bytes.
+EVERY_DOWNLOAD = 1 << 62
+
+
+class Corruption:
+    """Downloads that answer wrong bytes, the way a faulty proxy or a bit flipped on the way
+    delivers them: the right status, length and headers, one byte of the body changed (in its
+    middle, so the start still looks like the image it was). `times` maps a file id to how
+    many of its downloads come out wrong (EVERY_DOWNLOAD: all of them); the ones after those
+    are right. `served` counts the wrong ones each file got."""
+
+    def __init__(self, times: Mapping[str, int] | None = None) -> None:
+        self.times = dict(times or {})
+        self.served: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def body(self, file: FakeFile, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Bytes [start, end) of `file` as this download serves them."""
+        with self._lock:
+            wrong = self.served[file.id] < self.times.get(file.id, 0)
+            if wrong:
+                self.served[file.id] += 1
+        chunks = file.chunks(start, end)
+        return _flipped(chunks, file.length // 2 - start) if wrong else chunks
+
+
+def _flipped(chunks: Iterator[bytes], at: int) -> Iterator[bytes]:
+    position = 0
+    for chunk in chunks:
+        if 0 <= at - position < len(chunk):
+            index = at - position
+            chunk = chunk[:index] + bytes([chunk[index] ^ 0xFF]) + chunk[index + 1 :]
+        position += len(chunk)
+        yield chunk
 
 
 @dataclass

@@ -9,6 +9,13 @@ file for viruses" confirmation page above `large_file_threshold`.
 
 A folder that is not public, or an item whose resource key is required but not sent, answers
 like the real service: 404 from the API, a redirect to the Google sign-in page from the web.
+A file Drive flagged as malware or spam (`abusive`) answers alt=media with 403
+cannotDownloadAbusiveFile unless acknowledgeAbuse=true is sent, and acknowledgeAbuse=true on a
+file that is not flagged answers 403 invalidAbuseAcknowledgment, as users of rclone and
+plexdrive report it (rclone/rclone#2317, plexdrive/plexdrive#410). A flagged file in
+`owner_only` stays refused even then: Google lets only the owner acknowledge the risk, and
+ignores anyone else's acknowledgement (rclone's documentation of --drive-acknowledge-abuse).
+Downloads can answer wrong bytes (`corrupt`, see folder.Corruption).
 
 Try the CLI offline:  python -m tests.fakes.gdrive --port 8900 --sample
 """
@@ -24,7 +31,7 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -41,7 +48,7 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
-from tests.fakes.folder import FakeFile, FakeFolder, big_folder, sample_folder
+from tests.fakes.folder import Corruption, FakeFile, FakeFolder, big_folder, sample_folder
 
 FOLDER_MIME = "application/vnd.google-apps.folder"
 SHORTCUT_MIME = "application/vnd.google-apps.shortcut"
@@ -67,9 +74,12 @@ class FakeDrive:
     large_file_threshold: int
     resource_keys: dict[str, str] = field(default_factory=dict)
     quota_exceeded: Collection[str] = ()
+    abusive: Collection[str] = ()
+    owner_only: Collection[str] = ()
+    corruption: Corruption = field(default_factory=Corruption)
     requests: list[RecordedRequest] = field(default_factory=list)
     nodes: dict[str, tuple[FakeFile | FakeFolder, FakeFolder]] = field(default_factory=dict)
-    _md5: dict[str, str] = field(default_factory=dict)
+    _md5: dict[tuple[str, int | None, bytes], str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -111,9 +121,11 @@ class FakeDrive:
         return SHORTCUT_MIME if node.shortcut_to else node.mime_type
 
     def md5(self, file: FakeFile) -> str:
-        if file.id not in self._md5:
-            self._md5[file.id] = file.md5
-        return self._md5[file.id]
+        # By content too: a test may change a file at its source, as people do.
+        key = (file.id, file.size, file.content)
+        if key not in self._md5:
+            self._md5[key] = file.md5
+        return self._md5[key]
 
     def resource(self, node: FakeFile | FakeFolder) -> dict[str, Any]:
         """A Drive API `File` resource, with the fields Drive fills for this kind of item."""
@@ -242,7 +254,9 @@ def _page_offset(token: str, folder_id: str) -> int | None:
     return offset if isinstance(offset, int) and offset >= 0 else None
 
 
-def _send_file(request: Request, file: FakeFile, headers: dict[str, str]) -> Response:
+def _send_file(
+    request: Request, drive: FakeDrive, file: FakeFile, headers: dict[str, str]
+) -> Response:
     """The file's bytes, streamed in blocks, honouring a single Range."""
     total = file.length
     start, end = 0, total
@@ -262,11 +276,8 @@ def _send_file(request: Request, file: FakeFile, headers: dict[str, str]) -> Res
         status = 206
         headers = {**headers, "Content-Range": f"bytes {start}-{end - 1}/{total}"}
 
-    def body() -> Iterator[bytes]:
-        yield from file.chunks(start, end)
-
     return StreamingResponse(
-        body(),
+        drive.corruption.body(file, start, end),
         status_code=status,
         media_type=file.mime_type,
         headers={**headers, "Content-Length": str(end - start), "Accept-Ranges": "bytes"},
@@ -334,7 +345,18 @@ async def _files_get(request: Request) -> Response:
             location="alt",
             locationType="parameter",
         )
-    return _send_file(request, node, {})
+    acknowledged = request.query_params.get("acknowledgeAbuse") == "true"
+    if node.id in drive.abusive and (not acknowledged or node.id in drive.owner_only):
+        return _api_error(
+            403,
+            "This file has been identified as malware or spam and cannot be downloaded.",
+            "cannotDownloadAbusiveFile",
+        )
+    if acknowledged and node.id not in drive.abusive:
+        return _api_error(
+            403, "This file has not been flagged for abuse.", "invalidAbuseAcknowledgment"
+        )
+    return _send_file(request, drive, node, {})
 
 
 # -- public web pages ------------------------------------------------------------------------
@@ -492,7 +514,7 @@ async def _download(request: Request) -> Response:
     # Like Drive: the plain filename= is printable ASCII only; filename*= has the real name.
     ascii_name = "".join(c if " " <= c < "\x7f" and c != '"' else "_" for c in node.name)
     disposition = f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(node.name)}"
-    return _send_file(request, node, {"Content-Disposition": disposition})
+    return _send_file(request, drive, node, {"Content-Disposition": disposition})
 
 
 def make_gdrive_app(
@@ -502,13 +524,18 @@ def make_gdrive_app(
     *,
     resource_keys: dict[str, str] | None = None,
     quota_exceeded: Collection[str] = (),
+    abusive: Collection[str] = (),
+    owner_only: Collection[str] = (),
+    corrupt: Mapping[str, int] | None = None,
 ) -> Starlette:
     """A fake Drive serving `folders` (shared "Anyone with the link" unless `public=False`).
 
     api_key=None accepts API requests without checking the key. `resource_keys` maps item ids
     to the resource key that must be sent to reach them; `quota_exceeded` lists file ids whose
-    public download answers Drive's "too many users" page. `app.state.drive` (a FakeDrive)
-    records every request.
+    public download answers Drive's "too many users" page; `abusive` lists file ids Drive
+    flagged as malware or spam, and `owner_only` those of them it refuses even with the risk
+    acknowledged; `corrupt` maps file ids to how many of their downloads answer wrong bytes
+    (folder.Corruption). `app.state.drive` (a FakeDrive) records every request.
     """
     app = Starlette(
         routes=[
@@ -525,6 +552,9 @@ def make_gdrive_app(
         large_file_threshold,
         resource_keys=dict(resource_keys or {}),
         quota_exceeded=set(quota_exceeded),
+        abusive=set(abusive),
+        owner_only=set(owner_only),
+        corruption=Corruption(corrupt),
     )
     return app
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -35,10 +35,18 @@ class Route:
 
 
 @contextmanager
-def start_route(name: str, folder: FakeFolder, faults: FaultPlan | None = None) -> Iterator[Route]:
+def start_route(
+    name: str,
+    folder: FakeFolder,
+    faults: FaultPlan | None = None,
+    corrupt: Mapping[str, int] | None = None,
+) -> Iterator[Route]:
+    """`corrupt`: file ids -> how many of their downloads answer wrong bytes (Corruption)."""
     faults = faults or FaultPlan()
     if name.startswith("gdrive"):
-        app = make_gdrive_app([folder], api_key=API_KEY, large_file_threshold=256 * 1024)
+        app = make_gdrive_app(
+            [folder], api_key=API_KEY, large_file_threshold=256 * 1024, corrupt=corrupt
+        )
         with RunningServer(app, faults) as server:
             settings: dict[str, Any] = {
                 "gdrive_api_url": server.url,
@@ -50,7 +58,7 @@ def start_route(name: str, folder: FakeFolder, faults: FaultPlan | None = None) 
             url = f"https://drive.google.com/drive/folders/{folder.id}?usp=sharing"
             yield Route(name, url, settings, server, faults)
         return
-    app = make_dropbox_app([folder], *DROPBOX_CREDENTIALS.values(), faults=faults)
+    app = make_dropbox_app([folder], *DROPBOX_CREDENTIALS.values(), faults=faults, corrupt=corrupt)
     with RunningServer(app) as server:
         settings = {
             "dropbox_api_url": server.url,

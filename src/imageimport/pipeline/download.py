@@ -1,5 +1,6 @@
-"""Stream one remote file to a spooled temporary file, hashing as it arrives, within a
-wall-clock deadline and above a minimum speed.
+"""Stream one remote file to a spooled temporary file, hashing as it arrives (and checking it
+against the source's checksum, when the source gives one), within a wall-clock deadline and
+above a minimum speed.
 
 Both are enforced from outside the downloading thread: a server that drips a byte every few
 seconds never fills a chunk, so the loop below would not run again for days. A watchdog
@@ -25,6 +26,7 @@ from imageimport.pipeline.imaging import SNIFF_BYTES, sniff
 from imageimport.settings import Settings
 from imageimport.sources import transfer
 from imageimport.sources.base import RemoteFile, Source
+from imageimport.sources.checksums import verifier
 from imageimport.sources.transfer import Transfer
 
 log = logging.getLogger(__name__)
@@ -106,7 +108,8 @@ def download(
     """The file's bytes, sha256 and announced format. Stops reading as soon as the content
     is known not to be an image or passes `max_bytes`, so neither costs a full download.
 
-    Raises DownloadTooSlow, DownloadTookTooLong, or Interrupted once `abort` is set."""
+    Raises DownloadTooSlow, DownloadTookTooLong, ChecksumMismatch when the bytes are not the
+    ones the source's checksum describes, or Interrupted once `abort` is set."""
     if remote.size is not None and remote.size > limits.max_bytes:
         raise _too_large(limits)
     watch = _Watch(limits, heartbeat, abort)
@@ -134,6 +137,7 @@ def _receive(
     source: Source, remote: RemoteFile, limits: Limits, watch: _Watch, spool: IO[bytes]
 ) -> tuple[int, str, str]:
     digest = hashlib.sha256()
+    check = verifier(remote.checksum, source.checksums, remote.path)
     size = 0
     head = b""
     fmt: str | None = None
@@ -150,10 +154,14 @@ def _receive(
             if size > limits.max_bytes:
                 raise _too_large(limits)
             digest.update(chunk)
+            if check is not None:
+                check.update(chunk)
             spool.write(chunk)
             metrics.BYTES.inc(len(chunk))
     # A cut can also look like a clean end (a body delimited by the connection closing).
     watch.raise_if_cut()
+    if check is not None:
+        check.verify(lambda: source.checksum_now(remote))
     if size == 0:
         raise NotAnImage("Not an image: the file is empty.")
     if fmt is None:

@@ -8,7 +8,7 @@ Modelled on rclone's backends: a provider parses the URLs it owns and opens a `S
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -55,6 +55,10 @@ class Source(ABC):
     # Set when a listed file is only readable in the process that listed it (e.g. a
     # downloaded archive); such sources re-list lazily in other processes.
     local_only: ClassVar[bool] = False
+    # The checksum kinds this route's listing gives (RemoteFile.checksum), each mapped to the
+    # service that gives it as messages name it: every download of a file with such a checksum
+    # is checked against it (sources.checksums).
+    checksums: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, ref: FolderRef, settings: Settings) -> None:
         self.ref = ref
@@ -67,6 +71,12 @@ class Source(ABC):
     @abstractmethod
     def open(self, file: RemoteFile) -> AbstractContextManager[Iterator[bytes]]:
         """The file's bytes as chunks; the caller enforces size limits while reading."""
+
+    def checksum_now(self, file: RemoteFile) -> str | None:
+        """The file's checksum as the source gives it now, None when the route cannot tell.
+        Asked only when a download does not match the checksum the listing gave: a file that
+        changed after it was listed (fixed at its source, then retried) has a new one."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and temporary files."""

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, NoReturn, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import dropbox
@@ -24,6 +24,7 @@ from requests.adapters import HTTPAdapter
 
 from imageimport.errors import (
     ForbiddenHost,
+    ImageImportError,
     ItemError,
     SourceUnavailable,
     TransientError,
@@ -31,6 +32,7 @@ from imageimport.errors import (
 )
 from imageimport.settings import Settings, secret
 from imageimport.sources.base import FolderRef, RemoteFile, Source
+from imageimport.sources.checksums import DROPBOX_CONTENT_HASH
 from imageimport.sources.dropbox.common import CREDENTIALS_REJECTED, answer_error
 from imageimport.sources.http import CHUNK_SIZE, MAX_REDIRECTS, allowed_hosts, with_retries
 from imageimport.sources.listing import (
@@ -138,6 +140,7 @@ class ConfiguredDropbox(dropbox.Dropbox):
 
 class DropboxApiSource(Source):
     provider = "dropbox"
+    checksums: ClassVar[Mapping[str, str]] = {DROPBOX_CONTENT_HASH: "Dropbox"}
 
     def __init__(self, ref: FolderRef, settings: Settings) -> None:
         super().__init__(ref, settings)
@@ -204,6 +207,31 @@ class DropboxApiSource(Source):
                 yield _chunks(response, file)
         finally:
             response.close()
+
+    def checksum_now(self, file: RemoteFile) -> str | None:
+        # Dropbox gives a content_hash only in folder listings (the shared link's metadata of
+        # a file has none), so the folder that holds the file is listed again until it shows.
+        folder, _, name = (file.extra.get("link_path") or f"/{file.path}").rpartition("/")
+
+        def gone(error: dbx_errors.ApiError) -> NoReturn:
+            raise ItemError(f"{file.path} is no longer listed.") from error
+
+        try:
+            page: ListFolderResult = self._call(
+                lambda: self._client.files_list_folder(path=folder, shared_link=self._link), gone
+            )
+            while True:
+                for entry in page.entries:
+                    # Matched like Dropbox matches the path the download asks for.
+                    if isinstance(entry, FileMetadata) and entry.name.lower() == name.lower():
+                        return _remote_file(entry, file.path).checksum
+                if not page.has_more:
+                    return None
+                page = self._call(
+                    partial(self._client.files_list_folder_continue, page.cursor), gone
+                )
+        except ImageImportError:
+            return None  # unknown: the download counts as damaged, and is tried again later
 
     def close(self) -> None:
         self._client.close()

@@ -15,9 +15,10 @@ with it the key), so errors are rebuilt from the status and Google's JSON body, 
 from __future__ import annotations
 
 import http.client
+import json
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
@@ -30,13 +31,16 @@ from googleapiclient.errors import HttpError
 from imageimport.errors import (
     ConfigError,
     ForbiddenHost,
+    ImageImportError,
     SourceUnavailable,
     TransientError,
     UnusableAnswer,
 )
 from imageimport.settings import Settings, secret
 from imageimport.sources.base import FolderRef, RemoteFile, Source
+from imageimport.sources.checksums import MD5
 from imageimport.sources.gdrive.common import (
+    ABUSIVE_REASON,
     FOLDER_MIME,
     PROVIDER,
     SHORTCUT_MIME,
@@ -137,6 +141,7 @@ class _IdentityHttp(httplib2.Http):
 
 class DriveApiSource(Source):
     provider: ClassVar[str] = PROVIDER
+    checksums: ClassVar[Mapping[str, str]] = {MD5: "Google Drive"}  # md5Checksum
 
     def __init__(self, ref: FolderRef, settings: Settings) -> None:
         super().__init__(ref, settings)
@@ -344,27 +349,77 @@ class DriveApiSource(Source):
 
     # -- downloading -------------------------------------------------------------------------
 
-    def open(self, file: RemoteFile) -> AbstractContextManager[Iterator[bytes]]:
-        what = f"Downloading {file.path!r} from Google Drive"
-        url = f"{self._api}/drive/v3/files/{quote(file.id, safe='')}"
+    def _file_request(self, file: RemoteFile) -> tuple[str, dict[str, str]]:
+        """The URL and headers of files.get for `file`."""
         headers = {"X-Goog-Api-Key": self._key}
         resource_key = file.extra.get("resource_key")
         if resource_key:
             headers["X-Goog-Drive-Resource-Keys"] = f"{file.id}/{resource_key}"
+        return f"{self._api}/drive/v3/files/{quote(file.id, safe='')}", headers
+
+    def open(self, file: RemoteFile) -> AbstractContextManager[Iterator[bytes]]:
+        what = f"Downloading {file.path!r} from Google Drive"
+        url, headers = self._file_request(file)
         params = {"alt": "media", "supportsAllDrives": "true"}
 
+        def ask(stack: ExitStack, query: dict[str, str]) -> httpx.Response | DriveAnswer:
+            """The file's answer, entered into `stack`; or Drive's refusal, its answer closed."""
+            with ExitStack() as asking:
+                response = asking.enter_context(
+                    open_stream(self._http, "GET", url, what, params=query, headers=headers)
+                )
+                if response.status_code < 400:
+                    stack.enter_context(asking.pop_all())
+                    return response
+                return DriveAnswer.from_api(
+                    response.status_code,
+                    read_small(response, what, 64 * 1024),
+                    response.headers.get("Retry-After"),
+                    self._key,
+                )
+
         def start(stack: ExitStack) -> httpx.Response:
-            response = stack.enter_context(
-                open_stream(self._http, "GET", url, what, params=params, headers=headers)
-            )
-            if response.status_code < 400:
-                return response
-            answer = DriveAnswer.from_api(
-                response.status_code,
-                read_small(response, what, 64 * 1024),
-                response.headers.get("Retry-After"),
-                self._key,
-            )
-            raise classify(answer, what) or file_unavailable(answer, file.path)
+            outcome = ask(stack, params)
+            acknowledged = False
+            if (
+                isinstance(outcome, DriveAnswer)
+                and outcome.reason == ABUSIVE_REASON
+                and self.settings.drive_acknowledge_abuse
+            ):
+                # Only now: Drive refuses acknowledgeAbuse=true for a file it did not flag
+                # (invalidAbuseAcknowledgment), so rclone too acknowledges the risk only once
+                # a file was refused as abusive (rclone/rclone#2317).
+                outcome = ask(stack, {**params, "acknowledgeAbuse": "true"})
+                acknowledged = True
+            if isinstance(outcome, httpx.Response):
+                return outcome
+            raise classify(outcome, what) or file_unavailable(outcome, file.path, acknowledged)
 
         return retried_download(self.settings, start, what)
+
+    def checksum_now(self, file: RemoteFile) -> str | None:
+        what = f"Reading the checksum of {file.path!r} from Google Drive"
+        url, headers = self._file_request(file)
+        params = {"fields": "md5Checksum", "supportsAllDrives": "true"}
+
+        def fetch() -> str | None:
+            with open_stream(self._http, "GET", url, what, params=params, headers=headers) as got:
+                body = read_small(got, what, 64 * 1024)
+                if got.status_code >= 400:
+                    answer = DriveAnswer.from_api(
+                        got.status_code, body, got.headers.get("Retry-After"), self._key
+                    )
+                    retry = classify(answer, what)
+                    if retry is not None:
+                        raise retry
+                    return None
+            try:
+                md5 = json.loads(body).get("md5Checksum")
+            except (ValueError, AttributeError):
+                return None
+            return f"{MD5}:{md5}" if isinstance(md5, str) and md5 else None
+
+        try:
+            return with_retries(self.settings, fetch)
+        except ImageImportError:
+            return None  # unknown: the download counts as damaged, and is tried again later

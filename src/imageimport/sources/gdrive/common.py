@@ -7,7 +7,13 @@ import json
 from dataclasses import dataclass
 from typing import Final
 
-from imageimport.errors import ImageImportError, ItemError, SourceUnavailable, TransientError
+from imageimport.errors import (
+    ImageImportError,
+    ItemError,
+    ItemSkipped,
+    SourceUnavailable,
+    TransientError,
+)
 from imageimport.sources.http import TRANSIENT_STATUS, GiveUpNow, parse_retry_after
 
 PROVIDER = "gdrive"
@@ -17,7 +23,9 @@ GOOGLE_APPS_PREFIX: Final = "application/vnd.google-apps."
 # Drive answers 403 (not 429) when a per-user or per-project rate is exceeded.
 _RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded", "sharingRateLimitExceeded"}
 _QUOTA_REASONS = {"downloadQuotaExceeded", "dailyLimitExceeded", "quotaExceeded"}
-_NOT_DOWNLOADABLE_REASONS = {"fileNotDownloadable", "cannotDownloadAbusiveFile"}
+_NOT_DOWNLOADABLE_REASONS = {"fileNotDownloadable"}
+# A file Drive flagged as malware or spam: its bytes come only with acknowledgeAbuse=true.
+ABUSIVE_REASON = "cannotDownloadAbusiveFile"
 # Drive's quotas reset in hours: the pipeline tries such an item again no sooner than this.
 QUOTA_RETRY_AFTER = 3600.0
 
@@ -137,12 +145,27 @@ def folder_unavailable(answer: DriveAnswer, shown: str) -> SourceUnavailable:
     )
 
 
-def file_unavailable(answer: DriveAnswer, path: str) -> ImageImportError:
-    """A file that could not be downloaded (`path` is where it was listed)."""
+def file_unavailable(
+    answer: DriveAnswer, path: str, acknowledged_abuse: bool = False
+) -> ImageImportError:
+    """A file that could not be downloaded (`path` is where it was listed; `acknowledged_abuse`
+    when the request acknowledged the risk of a file flagged as abusive)."""
     if answer.key_problem:
         return SourceUnavailable(answer.key_problem)
     if answer.gone:
         return file_gone(path)
+    if answer.reason == ABUSIVE_REASON and acknowledged_abuse:
+        return ItemSkipped(
+            f"{path!r} was skipped: Google Drive flagged it as malware or spam "
+            f"({ABUSIVE_REASON}) and refused it even with the risk acknowledged "
+            "(DRIVE_ACKNOWLEDGE_ABUSE); Google serves a flagged file only to its owner."
+        )
+    if answer.reason == ABUSIVE_REASON:
+        return ItemSkipped(
+            f"{path!r} was skipped: Google Drive flagged it as malware or spam "
+            f"({ABUSIVE_REASON}) and serves it only to whoever acknowledges the risk; "
+            "DRIVE_ACKNOWLEDGE_ABUSE=true does so."
+        )
     if answer.reason in _NOT_DOWNLOADABLE_REASONS:
         return ItemError(
             f"{path!r} cannot be downloaded from Google Drive ({answer.message or answer.reason})."
