@@ -64,6 +64,7 @@ def test_an_import_runs_to_the_end_and_reports_progress(client: TestClient) -> N
         "pending": 0,
         "imported": 8,
         "duplicates": 1,
+        "unchanged": 0,
         "skipped": 2,
         "failed": 2,
         "cancelled": 0,
@@ -101,7 +102,7 @@ def test_imports_are_listed_newest_first_page_by_page(client: TestClient) -> Non
 
     everything = client.get("/api/v1/imports").json()
     assert [i["id"] for i in everything["items"]] == ids[::-1]
-    # The first import stored the images; the later ones found duplicates.
+    # The first import stored the images; the later ones found them unchanged.
     assert [i["counters"]["imported"] for i in everything["items"]] == [0, 0, 3]
     assert [i["state"] for i in everything["items"]] == ["succeeded"] * 3
 

@@ -580,7 +580,7 @@ def test_the_gallery_places_an_image_that_was_committed_late(browser: Any, tmp_p
         page.wait_for_timeout(500)
         expect(tiles).to_have_count(2)
 
-        # Importing the folder again finds only duplicates, which refreshes the gallery.
+        # Importing the folder again finds its files unchanged, which refreshes the gallery.
         committed = True
         page.locator("#folder-url").fill(server.folder_url)
         page.locator("#import-submit").click()

@@ -26,6 +26,7 @@ import threading
 import uuid
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -41,7 +42,7 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
-from tests.fakes.folder import FakeFile, FakeFolder, big_folder, sample_folder
+from tests.fakes.folder import FakeFile, FakeFolder, add_file, big_folder, sample_folder
 
 FOLDER_MIME = "application/vnd.google-apps.folder"
 SHORTCUT_MIME = "application/vnd.google-apps.shortcut"
@@ -69,7 +70,7 @@ class FakeDrive:
     quota_exceeded: Collection[str] = ()
     requests: list[RecordedRequest] = field(default_factory=list)
     nodes: dict[str, tuple[FakeFile | FakeFolder, FakeFolder]] = field(default_factory=dict)
-    _md5: dict[str, str] = field(default_factory=dict)
+    _md5: dict[tuple[str, datetime], str] = field(default_factory=dict)  # by file version
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -111,9 +112,17 @@ class FakeDrive:
         return SHORTCUT_MIME if node.shortcut_to else node.mime_type
 
     def md5(self, file: FakeFile) -> str:
-        if file.id not in self._md5:
-            self._md5[file.id] = file.md5
-        return self._md5[file.id]
+        version = (file.id, file.modified)
+        if version not in self._md5:
+            self._md5[version] = file.md5
+        return self._md5[version]
+
+    def add(self, parent: FakeFolder, file: FakeFile) -> None:
+        """A file uploaded to a served folder while the server runs."""
+        root = next(r for r in self.folders if r is parent or any(n is parent for _, n in r.walk()))
+        with self._lock:
+            add_file(root, parent, file)
+            self.nodes[file.id] = (file, root)
 
     def resource(self, node: FakeFile | FakeFolder) -> dict[str, Any]:
         """A Drive API `File` resource, with the fields Drive fills for this kind of item."""

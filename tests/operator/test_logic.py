@@ -346,7 +346,8 @@ def test_status_follows_the_import_and_transition_times_move_only_on_change(
     assert pending == {
         "phase": "Pending",
         "importId": import_id,
-        "counters": {"discovered": 0, "imported": 0, "duplicates": 0, "skipped": 0, "failed": 0},
+        "counters": {"discovered": 0, "imported": 0, "duplicates": 0, "unchanged": 0,
+                     "skipped": 0, "failed": 0},
         "bytes": 0,
         "message": "Waiting for the folder to be listed.",
         "observedGeneration": 1,
@@ -375,7 +376,8 @@ def test_status_follows_the_import_and_transition_times_move_only_on_change(
         "Importing: 2 of 5 files processed (1 imported, 1 already stored, 0 not images, 0 failed)."
     )
     assert importing["counters"] == {
-        "discovered": 5, "imported": 1, "duplicates": 1, "skipped": 0, "failed": 0,
+        "discovered": 5, "imported": 1, "duplicates": 1, "unchanged": 0, "skipped": 0,
+        "failed": 0,
     }  # fmt: skip
     assert importing["bytes"] == 200
     assert "startedAt" in importing and "completedAt" not in importing

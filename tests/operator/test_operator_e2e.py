@@ -41,7 +41,14 @@ def photo_folder() -> tuple[FakeFolder, dict[str, int]]:
     folder = FakeFolder("operator photos", files)
     # Bytes downloaded: the text file is skipped by its type, without a download.
     total_bytes = sum(f.length for path, f in folder.files() if path != "notes.txt")
-    expected = {"discovered": 15, "imported": 13, "duplicates": 1, "skipped": 1, "failed": 0}
+    expected = {
+        "discovered": 15,
+        "imported": 13,
+        "duplicates": 1,
+        "unchanged": 0,
+        "skipped": 1,
+        "failed": 0,
+    }
     return folder, {**expected, "bytes": total_bytes}
 
 
@@ -191,6 +198,7 @@ def test_a_retry_after_the_end_shows_on_the_resource_until_it_ends_again(
         "discovered": 6,
         "imported": 6,
         "duplicates": 0,
+        "unchanged": 0,
         "skipped": 0,
         "failed": 0,
     }
@@ -270,6 +278,7 @@ def test_operator_killed_mid_listing_resumes_without_duplicates(stack_factory: A
         "discovered": 300,
         "imported": 300,
         "duplicates": 0,
+        "unchanged": 0,
         "skipped": 0,
         "failed": 0,
     }
