@@ -14,14 +14,7 @@ from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from imageimport.db.engine import insert_unless_present
-from imageimport.db.models import (
-    FOUND_ITEM_STATES,
-    Image,
-    Import,
-    ImportItem,
-    ItemState,
-    utcnow,
-)
+from imageimport.db.models import Image, Import, ImportItem, ItemState, utcnow
 
 
 class ListedFile(Protocol):
@@ -128,20 +121,26 @@ def stored_versions(
     stored, by remote id; files never stored (or whose image was deleted) are left out.
     Scoped to the folder because some ids are only unique within it (a ZIP entry's path).
 
-    One query per call, whatever the number of files: the imports of the folder by
-    ix_imports_provider_folder_id, then their items by uq_import_items_import_remote. The
-    images found are locked against deletion (PostgreSQL's FOR KEY SHARE) until the caller
-    commits, so that items it records pointing at them never point at a deleted one."""
+    Two queries per call, whatever the number of files, each on an index: the imports of the
+    folder (ix_imports_provider_folder_id), then these files among their items
+    (uq_import_items_import_remote, by both of its columns). The images found are locked
+    against deletion (PostgreSQL's FOR KEY SHARE) until the caller commits, so that items it
+    records pointing at them never point at a deleted one."""
     if not remote_ids:
         return {}
+    imports = list(
+        session.scalars(
+            select(Import.id).where(Import.provider == provider, Import.folder_id == folder_id)
+        )
+    )
     last = (
         select(func.max(ImportItem.id))
-        .join(Import, Import.id == ImportItem.import_id)
         .where(
-            Import.provider == provider,
-            Import.folder_id == folder_id,
+            ImportItem.import_id.in_(imports),
             ImportItem.remote_id.in_(remote_ids),
-            ImportItem.state.in_(FOUND_ITEM_STATES),
+            # Only a file stored (done, duplicate, unchanged) points at an image. No condition
+            # on the state: SQLite would then walk ix_import_items_import_state, every stored
+            # file of each import, rather than look these files up.
             ImportItem.image_id.is_not(None),
         )
         .group_by(ImportItem.remote_id)

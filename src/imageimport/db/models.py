@@ -26,8 +26,6 @@ from imageimport.db.types import UTCDateTime
 ItemState = Literal["pending", "done", "duplicate", "unchanged", "skipped", "failed", "cancelled"]
 ITEM_STATES: tuple[str, ...] = get_args(ItemState)
 TERMINAL_ITEM_STATES = frozenset(ITEM_STATES) - {"pending"}
-# The states of a file whose bytes are stored as its item's image.
-FOUND_ITEM_STATES: tuple[ItemState, ...] = ("done", "duplicate", "unchanged")
 ImportState = Literal[
     "pending",
     "listing",
