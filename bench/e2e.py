@@ -1,13 +1,14 @@
 """The distributed import, end to end: a planner process lists the fake Drive folder and
 publishes one NATS message per file; W `imageimport worker` processes with C threads each
-download, hash, inspect, thumbnail, upload to SeaweedFS and record in PostgreSQL."""
+download, hash, inspect, thumbnail, upload to SeaweedFS and record in PostgreSQL. Then the
+same folder imported again, unchanged: only listing requests should reach the source."""
 
 from __future__ import annotations
 
 import subprocess
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,69 @@ def run_import(
         "cpu_s_per_image": per_file(used | {"workers": worker_cpu}, done, planner="exited"),
         "machine_cpu_s_per_image": rounded(machine_cpu / done),
     }
+
+
+def run_reimport(
+    stack: Stack,
+    drive: DriveServer,
+    folder: FakeFolder,
+    config: E2EConfig,
+    work_dir: Path,
+    database_url: str,
+    bucket: str,
+    first: dict[str, Any],
+) -> dict[str, Any]:
+    """The folder `first` imported, imported again into the same database and bucket, with
+    nothing changed at the source: every file should be settled unchanged, not downloaded."""
+    env = stack.env(database_url, bucket, work_dir / "data") | drive.env()
+    workers = Workers(env, config.workers, config.concurrency, work_dir, config.profile_dir)
+    engine = create_engine(database_url)
+    requests, downloads = drive.times.requests, drive.times.downloads
+    try:
+        workers.start()
+        started = time.time()
+        with (work_dir / "planner.log").open("wb") as log:
+            planner = subprocess.run(
+                imageimport("import", folder_url(folder), "--detach"),
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=config.timeout_s,
+                check=False,
+            )
+        if planner.returncode != 0:
+            raise RuntimeError(f"the planner failed:\n{(work_dir / 'planner.log').read_text()}")
+        import_id = _wait_for_new_import(engine, started, started + config.timeout_s)
+    finally:
+        workers.stop()
+    result = _from_database(engine, import_id, drive, started)
+    engine.dispose()
+    if result["import_state"] != "succeeded":
+        raise RuntimeError(f"the re-import ended {result['import_state']}: {result['states']}")
+    return {
+        "import_state": result["import_state"],
+        "states": result["states"],
+        "wall_s": result["wall_s"],
+        "wall_vs_first": rounded(result["wall_s"] / first["wall_s"]),
+        "downloads": drive.times.downloads - downloads,
+        "requests": drive.times.requests - requests,
+    }
+
+
+def _wait_for_new_import(engine: Any, since: float, deadline: float) -> str:
+    """The import created since `since`, once it is finished."""
+    while True:
+        with engine.connect() as connection:
+            row = connection.execute(
+                text("SELECT id, state FROM imports WHERE created_at >= :since"),
+                {"since": datetime.fromtimestamp(since, UTC)},
+            ).one()
+        if row.state in TERMINAL:
+            return str(row.id)
+        if time.time() > deadline:
+            raise RuntimeError(f"the re-import is still {row.state}")
+        time.sleep(POLL_SECONDS)
 
 
 def _wait(

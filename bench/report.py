@@ -14,6 +14,10 @@ MAX_LISTING_S = 10.0
 MAX_API_P99_MS = 30.0
 # "Flat": the peak after all the files may exceed the peak after the first ones by this much.
 RSS_FLAT_TOLERANCE = 0.10
+# Issue 13: importing the e2e folder again, unchanged, takes at most a tenth of the first
+# import's time and downloads no file.
+MAX_REIMPORT_VS_FIRST = 0.10
+MAX_REIMPORT_DOWNLOADS = 1
 
 
 def ratios(results: dict[str, Any]) -> dict[str, float | None]:
@@ -48,6 +52,9 @@ def targets(results: dict[str, Any], ratio: dict[str, float | None]) -> dict[str
     check("listing_s", listing.get("seconds") if listed_enough else None, MAX_LISTING_S, False)
     rows_enough = api.get("rows", 0) >= 1_000_000
     check("api_p99_ms", api.get("p99_ms_max") if rows_enough else None, MAX_API_P99_MS, False)
+    again = results.get("reimport", {})
+    check("reimport_vs_first", again.get("wall_vs_first"), MAX_REIMPORT_VS_FIRST, False)
+    check("reimport_downloads", again.get("downloads"), MAX_REIMPORT_DOWNLOADS, False)
     return checks
 
 
@@ -106,6 +113,13 @@ def table(report: dict[str, Any]) -> str:
             f"{', '.join(_fmt(v) for v in e['peak_rss_mb_per_worker'])} MB "
             f"(max {_fmt(e['peak_rss_mb_at_sample'])} MB after "
             f"{e['rss_sample_at_images']:,} files)"
+        )
+    if "reimport" in results:
+        r = results["reimport"]
+        lines.append(
+            f"imported again, unchanged: {_fmt(r['wall_s'])} s ({_fmt(r['wall_vs_first'])} of "
+            f"the first import), {r['downloads']} downloads, {r['requests']} requests to the "
+            f"source; files {r['states']}"
         )
     if "bigfile" in results:
         b = results["bigfile"]

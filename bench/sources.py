@@ -93,6 +93,7 @@ class DownloadTimes:
 
     first_request: dict[str, float] = field(default_factory=dict)
     requests: int = 0
+    downloads: int = 0  # requests for a file's bytes (alt=media)
 
 
 class _Timing:
@@ -105,6 +106,7 @@ class _Timing:
             self.times.requests += 1
             path: str = scope["path"]
             if path.startswith(_FILES_PREFIX) and b"alt=media" in scope["query_string"]:
+                self.times.downloads += 1
                 self.times.first_request.setdefault(path[len(_FILES_PREFIX) :], time.time())
         await self.app(scope, receive, send)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -80,6 +81,25 @@ def test_import_prints_a_summary_and_images_lists_them_as_json(route: Route) -> 
     again = runner.invoke(app, ["import", route.url])
     assert again.exit_code == 0, again.output
     assert len(json.loads(runner.invoke(app, ["images", "--json"]).stdout)) == len(images)
+
+
+def test_importing_a_folder_again_shows_its_files_unchanged(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = FakeFolder(
+        "again", [FakeFile(f"{n}.png", make_image(20 + n, 20, "PNG", seed=330 + n)) for n in (1, 2)]
+    )
+    with start_route("gdrive-api", folder) as running:
+        for key, value in running.env.items():
+            monkeypatch.setenv(key, value)
+        first = runner.invoke(app, ["import", running.url])
+        assert first.exit_code == 0, first.output
+        again = runner.invoke(app, ["import", running.url])
+    # Nothing new, nothing downloaded, and still a success: the images are there.
+    assert again.exit_code == 0, again.output
+    assert re.search(r"unchanged \(not downloaded\)\s*│\s*2\s*│", again.output), again.output
+    assert re.search(r"│ imported\s*│\s*0\s*│", again.output), again.output
+    assert re.search(r"bytes downloaded\s*│\s*0\s*│", again.output), again.output
 
 
 def test_exit_code_is_nonzero_when_nothing_could_be_imported(

@@ -191,7 +191,9 @@ def _finish(settings: Settings, results: list[Snapshot]) -> None:
     """Each import's summary; exit 1 when one of them has no image at all."""
     for result in results:
         _summary(settings, result)
-    if any(r.counters.imported + r.counters.duplicates == 0 for r in results):
+    if any(
+        r.counters.imported + r.counters.duplicates + r.counters.unchanged == 0 for r in results
+    ):
         raise typer.Exit(1)
 
 
@@ -342,6 +344,7 @@ def _summary(settings: Settings, result: Any) -> None:
         ("files found", c.discovered),
         ("imported", c.imported),
         ("duplicates (already stored)", c.duplicates),
+        ("unchanged (not downloaded)", c.unchanged),
         ("skipped (not images)", c.skipped),
         ("failed", c.failed),
         ("bytes downloaded", f"{c.bytes:,}"),

@@ -73,7 +73,7 @@ def test_images_are_listed_newest_first_with_metadata(client: TestClient) -> Non
 def test_filters(client: TestClient) -> None:
     sample = import_folder(client, SAMPLE)
     good = import_folder(client, GOOD)
-    again = import_folder(client, GOOD)  # finds only duplicates
+    again = import_folder(client, GOOD)  # finds them unchanged
 
     def paths(**params: Any) -> set[str]:
         return {image["path"] for image in _all_pages(client, **params)}

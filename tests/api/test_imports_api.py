@@ -37,7 +37,10 @@ from tests.api.conftest import (
     start_import,
     wait_for,
 )
-from tests.fakes.server import Fault, FaultPlan
+from tests.fakes.folder import FakeFile, FakeFolder, make_image
+from tests.fakes.gdrive import make_gdrive_app
+from tests.fakes.server import Fault, FaultPlan, RunningServer
+from tests.pipeline.routes import API_KEY
 
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 
@@ -64,6 +67,7 @@ def test_an_import_runs_to_the_end_and_reports_progress(client: TestClient) -> N
         "pending": 0,
         "imported": 8,
         "duplicates": 1,
+        "unchanged": 0,
         "skipped": 2,
         "failed": 2,
         "cancelled": 0,
@@ -101,7 +105,7 @@ def test_imports_are_listed_newest_first_page_by_page(client: TestClient) -> Non
 
     everything = client.get("/api/v1/imports").json()
     assert [i["id"] for i in everything["items"]] == ids[::-1]
-    # The first import stored the images; the later ones found duplicates.
+    # The first import stored the images; the later ones found them unchanged.
     assert [i["counters"]["imported"] for i in everything["items"]] == [0, 0, 3]
     assert [i["state"] for i in everything["items"]] == ["succeeded"] * 3
 
@@ -319,6 +323,74 @@ def test_retry_sends_failed_files_round_again(client: TestClient) -> None:
     problem = assert_problem(response, 409, "nothing-to-retry")
     assert problem["state"] == "succeeded"
     assert_problem(client.post(f"/api/v1/imports/{good['id']}/cancel"), 409, "import-finished")
+
+
+def test_posting_a_folder_again_downloads_only_what_changed_and_retry_keeps_it_so(
+    api_settings: Callable[..., Settings],
+) -> None:
+    broken = make_image(30, 30, "JPEG", seed=906)
+    folder = FakeFolder(
+        "Growing",
+        [
+            FakeFile("one.png", make_image(40, 30, "PNG", seed=901), "image/png"),
+            FakeFile("two.jpg", make_image(50, 20, "JPEG", seed=902), "image/jpeg"),
+            FakeFile("three.webp", make_image(24, 24, "WEBP", seed=903), "image/webp"),
+            FakeFile("broken.jpg", broken[: len(broken) // 3], "image/jpeg"),
+        ],
+    )
+    files = dict(folder.files())
+    with RunningServer(make_gdrive_app([folder], api_key=API_KEY)) as server:
+        fake = server.app.app.state.drive  # type: ignore[attr-defined]
+        settings = api_settings(
+            gdrive_api_url=server.url, gdrive_web_url=server.url, gdrive_download_url=server.url
+        )
+
+        def downloads() -> list[str]:
+            fetched = [r.path for r in fake.requests if r.params.get("alt") == "media"]
+            by_id = {file.id: path for path, file in folder.files()}
+            return [by_id[path.rpartition("/")[2]] for path in fetched]
+
+        with TestClient(create_app(settings)) as client:
+            first = import_folder(client, folder)
+            assert first["counters"]["imported"] == 3 and first["counters"]["failed"] == 1
+            before = len(downloads())
+            files["two.jpg"].overwrite(make_image(51, 20, "JPEG", seed=907))
+            fake.add(folder, FakeFile("four.png", make_image(20, 20, "PNG", seed=908)))
+
+            second = import_folder(client, folder)
+            assert second["state"] == "completed_with_failures", second
+            counters = second["counters"]
+            assert (counters["discovered"], counters["imported"], counters["duplicates"]) == (
+                5,
+                2,
+                0,
+            )
+            assert (counters["unchanged"], counters["failed"]) == (2, 1)
+            # The changed file, the new one, and the one that failed: nothing else.
+            assert sorted(downloads()[before:]) == ["broken.jpg", "four.png", "two.jpg"]
+
+            items = f"/api/v1/imports/{second['id']}/items"
+            unchanged = client.get(items, params={"state": "unchanged"}).json()["items"]
+            assert {i["path"] for i in unchanged} == {"one.png", "three.webp"}
+            stored = client.get(f"/api/v1/imports/{first['id']}/items").json()["items"]
+            image_of = {i["path"]: i["image_id"] for i in stored}
+            assert all(i["image_id"] == image_of[i["path"]] for i in unchanged)
+            # The images the import found include the unchanged files' (the page's filter).
+            found = client.get("/api/v1/images", params={"import_id": second["id"]}).json()
+            assert {i["path"] for i in found["items"]} == {
+                "one.png",
+                "two.jpg",
+                "three.webp",
+                "four.png",
+            }
+
+            # A retry sends the failed file round again, and only it.
+            before = len(downloads())
+            response = client.post(f"/api/v1/imports/{second['id']}/retry")
+            assert response.status_code == 202, response.text
+            again = wait_for(client, second["id"])
+            assert downloads()[before:] == ["broken.jpg"]
+            assert again["counters"] == {**counters, "bytes": again["counters"]["bytes"]}
 
 
 def test_retry_of_a_failed_listing_lists_again(client: TestClient) -> None:

@@ -580,7 +580,7 @@ def test_the_gallery_places_an_image_that_was_committed_late(browser: Any, tmp_p
         page.wait_for_timeout(500)
         expect(tiles).to_have_count(2)
 
-        # Importing the folder again finds only duplicates, which refreshes the gallery.
+        # Importing the folder again finds its files unchanged, which refreshes the gallery.
         committed = True
         page.locator("#folder-url").fill(server.folder_url)
         page.locator("#import-submit").click()
@@ -588,6 +588,7 @@ def test_the_gallery_places_an_image_that_was_committed_late(browser: Any, tmp_p
             "data-state", "succeeded", timeout=IMPORT_TIMEOUT_MS
         )
         expect(tiles).to_have_count(3)
+        expect(page.locator("#count-unchanged")).to_have_text("3")
         shown = tiles.evaluate_all("(buttons) => buttons.map((b) => b.dataset.id)")
         assert shown == [str(i) for i in ids]
         assert trouble == []

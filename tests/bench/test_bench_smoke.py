@@ -29,6 +29,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "worker_cpu_s_per_image",
         "machine_cpu_s_per_image",
     ),
+    "reimport": ("wall_s", "wall_vs_first", "requests"),
     "bigfile": ("wall_s", "peak_rss_mb_max", "file_mb"),
     "rclone": ("files_per_s", "mb_per_s", "wall_s", "machine_cpu_s_per_file", "peak_rss_mb"),
     "put": ("files_per_s", "mb_per_s", "wall_s", "machine_cpu_s_per_file"),
@@ -74,6 +75,9 @@ def test_smoke_bench_reports_every_metric(tmp_path: Path) -> None:
     assert results["e2e"]["states"] == {"done": images}
     assert results["rclone"]["files"] == results["put"]["files"] == images
     assert results["bigfile"]["states"] == {"done": 1}
+    # Imported again, unchanged: settled without a single download.
+    assert results["reimport"]["states"] == {"unchanged": images}
+    assert results["reimport"]["downloads"] == 0
     # CPU is accounted per party, and adds up.
     for part, key in (("e2e", "cpu_s_per_image"), ("rclone", "cpu_s_per_file")):
         parts = results[part][key]
@@ -94,5 +98,7 @@ def test_smoke_bench_reports_every_metric(tmp_path: Path) -> None:
         "peak_rss_growth",
         "listing_s",
         "api_p99_ms",
+        "reimport_vs_first",
+        "reimport_downloads",
     }
     assert "ours / rclone" in run.stdout

@@ -7,11 +7,13 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import select, text
+from sqlalchemy import inspect, select, text
 
 from imageimport import db
+from imageimport.db.migrate import alembic_config
 from imageimport.db.models import Base, Image, Import
 from imageimport.errors import DatabaseError
 from imageimport.runtime import Runtime
@@ -34,6 +36,44 @@ def test_the_migrations_make_the_schema_of_the_models(runtime: Runtime) -> None:
     with runtime.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
+
+
+def test_the_unchanged_files_migration_keeps_what_was_recorded_and_goes_back(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    engine = db.make_engine(make_settings(database_url=database_url))
+    try:
+        db.upgrade(engine, "0001")
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO imports (id, provider, url, folder_id, state, options, round, "
+                    "created_at) VALUES ('i', 'gdrive', 'u', 'f', 'succeeded', '{}', 0, "
+                    "CURRENT_TIMESTAMP)"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO import_items (import_id, remote_id, name, path, extra, state, "
+                    "attempts, updated_at) VALUES ('i', 'r', 'n', 'p', '{}', 'done', 0, "
+                    "CURRENT_TIMESTAMP)"
+                )
+            )
+        db.upgrade(engine)
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT remote_id, modified FROM import_items"))
+            assert rows.all() == [("r", None)]
+        indexes = {index["name"] for index in inspect(engine).get_indexes("imports")}
+        assert "ix_imports_provider_folder_id" in indexes
+
+        command.downgrade(alembic_config(engine), "0001")
+        columns = {column["name"] for column in inspect(engine).get_columns("import_items")}
+        assert "modified" not in columns
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT remote_id FROM import_items")).all() == [("r",)]
+        db.upgrade(engine)
+    finally:
+        engine.dispose()
 
 
 def _image(sha: str, taken_at: datetime | None, import_id: str) -> db.NewImage:

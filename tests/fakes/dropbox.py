@@ -21,6 +21,7 @@ import threading
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -40,12 +41,18 @@ from starlette.responses import (
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tests.fakes.folder import Corruption, FakeFile, FakeFolder, big_folder, sample_folder
+from tests.fakes.folder import (
+    Corruption,
+    FakeFile,
+    FakeFolder,
+    add_file,
+    big_folder,
+    sample_folder,
+)
 from tests.fakes.server import FaultPlan
 
 PAGE_SIZE = 500  # the real service returns up to ~2000 entries per page
 TOKEN_LIFETIME_SECONDS = 14400
-MODIFIED = "2024-05-01T12:00:00Z"
 HASH_BLOCK = 4 * 1024 * 1024  # Dropbox content_hash: SHA-256 over SHA-256s of 4 MiB blocks
 _STORED_ABOVE = 1024 * 1024  # big pattern-filled fake files would look like zip bombs if deflated
 
@@ -71,6 +78,10 @@ def legacy_link(base_url_or_www: str, folder: FakeFolder) -> str:
     if "://" not in base:
         base = "https://" + base
     return f"{base}/sh/{folder.id}/{link_key(folder)}?dl=0"
+
+
+def _moment(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _alnum(seed: str, length: int) -> str:
@@ -119,6 +130,7 @@ class FakeDropbox:
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (route, argument)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _zip_tokens: dict[str, str] = field(default_factory=dict)
+    _hashes: dict[tuple[str, datetime], str] = field(default_factory=dict)  # by file version
     _hashes: dict[tuple[str, int | None, bytes], str] = field(default_factory=dict)
 
     def expire_tokens(self) -> None:
@@ -155,6 +167,13 @@ class FakeDropbox:
         # Walked on every call so tests can change the tree while the server runs.
         wanted = path.lstrip("/").lower()
         return next((n for p, n in folder.walk() if p.lower() == wanted), None)
+
+    def add(self, parent: FakeFolder, file: FakeFile) -> None:
+        """A file uploaded to a served folder while the server runs."""
+        roots = self.folders.values()
+        root = next(r for r in roots if r is parent or any(n is parent for _, n in r.walk()))
+        with self.lock:
+            add_file(root, parent, file)
 
     def file_hash(self, file: FakeFile) -> str:
         # By content too: a test may change a file at its source, as people do.
@@ -345,8 +364,8 @@ def _metadata(state: FakeDropbox, node: FakeFile | FakeFolder) -> dict[str, Any]
         ".tag": "file",
         "name": node.name,
         "id": f"id:{node.id}",
-        "client_modified": MODIFIED,
-        "server_modified": MODIFIED,
+        "client_modified": _moment(node.modified),
+        "server_modified": _moment(node.modified),
         "rev": hashlib.sha1(node.id.encode()).hexdigest()[:15],
         "size": node.length,
         "is_downloadable": True,
@@ -396,8 +415,8 @@ async def _get_shared_link_file(request: Request) -> Response:
             "team_restricts_comments": False,
             "resolved_visibility": {".tag": "public"},
         },
-        "client_modified": MODIFIED,
-        "server_modified": MODIFIED,
+        "client_modified": _moment(node.modified),
+        "server_modified": _moment(node.modified),
         "rev": hashlib.sha1(node.id.encode()).hexdigest()[:15],
         "size": node.length,
     }
@@ -469,7 +488,8 @@ def write_folder_zip(folder: FakeFolder, target: Path) -> None:
             if isinstance(node, FakeFolder):
                 archive.writestr(zipfile.ZipInfo(name + "/", stamp), b"")
                 continue
-            info = zipfile.ZipInfo(name, stamp)
+            # Each file entry carries its modification time, the ZIP way (MS-DOS date, time).
+            info = zipfile.ZipInfo(name, node.modified.timetuple()[:6])
             info.compress_type = (
                 zipfile.ZIP_STORED if node.length > _STORED_ABOVE else zipfile.ZIP_DEFLATED
             )

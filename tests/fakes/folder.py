@@ -9,11 +9,12 @@ import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from PIL import Image
 
 PATTERN_BLOCK = 64 * 1024
+MODIFIED_AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 @dataclass
@@ -26,6 +27,13 @@ class FakeFile:
     size: int | None = None
     shortcut_to: str | None = None  # Drive only: the id of the file this shortcut points at
     id: str = ""
+    modified: datetime = MODIFIED_AT  # when its bytes last changed (see `overwrite`)
+
+    def overwrite(self, content: bytes) -> None:
+        """New bytes under the same id, as an edit saved a minute after the last one."""
+        self.content = content
+        self.size = None
+        self.modified += timedelta(minutes=1)
 
     @property
     def length(self) -> int:
@@ -124,6 +132,12 @@ class FakeFolder:
             if isinstance(node, FakeFolder) and any(c.id == node_id for c in node.children):
                 return node
         return None
+
+
+def add_file(root: FakeFolder, parent: FakeFolder, file: FakeFile) -> None:
+    """A file uploaded to `parent` (under `root`) while a server serves it."""
+    parent.children.append(file)
+    assign_ids(root)
 
 
 def assign_ids(root: FakeFolder) -> None:

@@ -48,7 +48,13 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
-from tests.fakes.folder import Corruption, FakeFile, FakeFolder, big_folder, sample_folder
+from tests.fakes.folder import (
+    Corruption,
+    FakeFile,
+    FakeFolder,
+    big_folder,
+    sample_folder,
+)
 
 FOLDER_MIME = "application/vnd.google-apps.folder"
 SHORTCUT_MIME = "application/vnd.google-apps.shortcut"

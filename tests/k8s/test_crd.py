@@ -200,7 +200,14 @@ def test_conditions_have_the_standard_shape() -> None:
         "Cancelled",
     ]
     counters = status["properties"]["counters"]["properties"]
-    assert set(counters) == {"discovered", "imported", "duplicates", "skipped", "failed"}
+    assert set(counters) == {
+        "discovered",
+        "imported",
+        "duplicates",
+        "unchanged",
+        "skipped",
+        "failed",
+    }
 
 
 @pytest.mark.parametrize("url", FOLDER_LINKS)

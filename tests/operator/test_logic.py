@@ -346,7 +346,8 @@ def test_status_follows_the_import_and_transition_times_move_only_on_change(
     assert pending == {
         "phase": "Pending",
         "importId": import_id,
-        "counters": {"discovered": 0, "imported": 0, "duplicates": 0, "skipped": 0, "failed": 0},
+        "counters": {"discovered": 0, "imported": 0, "duplicates": 0, "unchanged": 0,
+                     "skipped": 0, "failed": 0},
         "bytes": 0,
         "message": "Waiting for the folder to be listed.",
         "observedGeneration": 1,
@@ -375,7 +376,8 @@ def test_status_follows_the_import_and_transition_times_move_only_on_change(
         "Importing: 2 of 5 files processed (1 imported, 1 already stored, 0 not images, 0 failed)."
     )
     assert importing["counters"] == {
-        "discovered": 5, "imported": 1, "duplicates": 1, "skipped": 0, "failed": 0,
+        "discovered": 5, "imported": 1, "duplicates": 1, "unchanged": 0, "skipped": 0,
+        "failed": 0,
     }  # fmt: skip
     assert importing["bytes"] == 200
     assert "startedAt" in importing and "completedAt" not in importing
@@ -500,6 +502,45 @@ def test_finalize_deletes_only_the_images_no_other_import_found(world: World) ->
     with runtime.session() as session:
         assert list(session.scalars(select(Image))) == []
     assert list(runtime.store.list_keys()) == []
+
+
+# -- re-imports ----------------------------------------------------------------------------------
+
+
+def test_a_new_resource_for_a_folder_downloads_only_what_changed(world: World) -> None:
+    folder = FakeFolder(
+        "Growing",
+        [FakeFile("one.png", make_image(30, 30, "PNG", seed=511)), FakeFile("two.png", IMG[0])],
+    )
+    with start_route("gdrive-api", folder) as route:
+        fake = route.server.app.app.state.drive  # type: ignore[attr-defined]
+        runtime = world.runtime(**{k: v for k, v in route.settings.items() if k.endswith("_url")})
+        world.workers(runtime)
+
+        def downloads() -> int:
+            return sum(r.params.get("alt") == "media" for r in fake.requests)
+
+        _import_to_the_end(world, runtime, "uid-g1", folder)
+        assert downloads() == 2
+        dict(folder.files())["one.png"].overwrite(make_image(31, 30, "PNG", seed=512))
+        fake.add(folder, FakeFile("three.png", IMG[1]))
+
+        second = _import_to_the_end(world, runtime, "uid-g2", folder)
+        status = logic.status_for(runtime, second, 1)
+        assert status["counters"] == {
+            "discovered": 3, "imported": 2, "duplicates": 0, "unchanged": 1, "skipped": 0,
+            "failed": 0,
+        }  # fmt: skip
+        assert status["message"] == (
+            "Imported all 3 files (2 imported, 1 unchanged, 0 already stored, 0 not images, "
+            "0 failed)."
+        )
+        assert downloads() == 4  # the changed file and the new one
+
+        # Nothing changed since: the third resource's import ends with its listing.
+        third = _import_to_the_end(world, runtime, "uid-g3", folder)
+        assert logic.status_for(runtime, third, 1)["counters"]["unchanged"] == 3
+        assert downloads() == 4
 
 
 # -- credentials -------------------------------------------------------------------------------

@@ -41,7 +41,14 @@ def photo_folder() -> tuple[FakeFolder, dict[str, int]]:
     folder = FakeFolder("operator photos", files)
     # Bytes downloaded: the text file is skipped by its type, without a download.
     total_bytes = sum(f.length for path, f in folder.files() if path != "notes.txt")
-    expected = {"discovered": 15, "imported": 13, "duplicates": 1, "skipped": 1, "failed": 0}
+    expected = {
+        "discovered": 15,
+        "imported": 13,
+        "duplicates": 1,
+        "unchanged": 0,
+        "skipped": 1,
+        "failed": 0,
+    }
     return folder, {**expected, "bytes": total_bytes}
 
 
@@ -191,6 +198,7 @@ def test_a_retry_after_the_end_shows_on_the_resource_until_it_ends_again(
         "discovered": 6,
         "imported": 6,
         "duplicates": 0,
+        "unchanged": 0,
         "skipped": 0,
         "failed": 0,
     }
@@ -203,6 +211,46 @@ def test_a_retry_after_the_end_shows_on_the_resource_until_it_ends_again(
     ]
     assert import_rows(stack, uid) == [(done["importId"], "succeeded")]
     assert "Retrying" in events_for(stack, uid)
+
+
+def test_a_new_resource_for_the_same_folder_fetches_and_queues_only_the_changed_file(
+    stack_factory: Any,
+) -> None:
+    files = [
+        FakeFile(f"p-{i}.png", make_image(30 + i, 20, "PNG", seed=720 + i), "image/png")
+        for i in range(4)
+    ]
+    stack: Stack = stack_factory(FakeFolder("growing", list(files)))
+    fake = stack.route.server.app.app.state.drive  # type: ignore[attr-defined]
+
+    def downloads() -> int:
+        return sum(r.params.get("alt") == "media" for r in fake.requests)
+
+    stack.cluster.start_worker(concurrency=2)
+    stack.start_operator()
+    stack.create("first")
+    first = stack.wait_for_phase("first", TERMINAL)["status"]
+    assert first["phase"] == "Succeeded" and first["counters"]["imported"] == 4, first
+    fetched = downloads()
+    files[0].overwrite(make_image(40, 20, "PNG", seed=729))
+
+    stack.create("second")
+    second = stack.wait_for_phase("second", TERMINAL)["status"]
+    assert second["phase"] == "Succeeded", second
+    assert second["counters"] == {
+        "discovered": 4,
+        "imported": 1,
+        "duplicates": 0,
+        "unchanged": 3,
+        "skipped": 0,
+        "failed": 0,
+    }
+    assert second["message"] == (
+        "Imported all 4 files (1 imported, 3 unchanged, 0 already stored, 0 not images, 0 failed)."
+    )
+    assert downloads() == fetched + 1
+    # The unchanged files were settled while listing: only the changed one was queued.
+    assert stream_last_sequence(stack.cluster.nats_url) == 5
 
 
 def test_deleting_mid_import_cancels_the_rest_and_keeps_the_images(stack_factory: Any) -> None:
@@ -270,6 +318,7 @@ def test_operator_killed_mid_listing_resumes_without_duplicates(stack_factory: A
         "discovered": 300,
         "imported": 300,
         "duplicates": 0,
+        "unchanged": 0,
         "skipped": 0,
         "failed": 0,
     }

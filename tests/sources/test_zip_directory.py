@@ -148,3 +148,21 @@ def test_a_zip64_locator_without_room_for_its_record_is_damaged(tmp_path: Path) 
     data = b"PK\x06\x07" + bytes(16) + END_SIGNATURE + bytes(18)
     with pytest.raises(zipfile.BadZipFile, match="zip64 end of central directory record"):
         directory_of(data, tmp_path)
+
+
+def test_each_entry_has_the_modification_time_zipfile_reads(tmp_path: Path) -> None:
+    stamps = [(2024, 5, 1, 12, 0, 0), (1999, 12, 31, 23, 59, 58), (2107, 12, 31, 23, 59, 58)]
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for number, stamp in enumerate(stamps):
+            archive.writestr(zipfile.ZipInfo(f"Top/{number}.txt", stamp), b"x")
+    data = bytearray(out.getvalue())
+    # A date no zipper writes (month 0) in the last entry's central record: no time at all.
+    last = data.rfind(b"PK\x01\x02")
+    data[last + 14 : last + 16] = struct.pack("<H", (2024 - 1980) << 9 | 1)
+    directory = directory_of(bytes(data), tmp_path)
+    assert directory is not None
+    moments = [record.modified for record in records(io.BytesIO(bytes(data)), directory)]
+    assert [m.timetuple()[:6] if m else None for m in moments[:2]] == stamps[:2]
+    assert all(m is None or m.utcoffset() is not None for m in moments)
+    assert moments[2] is None

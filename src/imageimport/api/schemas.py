@@ -73,6 +73,10 @@ class CountersOut(BaseModel):
     pending: int = Field(ge=0)
     imported: int = Field(ge=0, description="New images stored.")
     duplicates: int = Field(ge=0, description="Images that were already stored.")
+    unchanged: int = Field(
+        ge=0,
+        description="Files as an earlier import of the folder found them: not downloaded.",
+    )
     skipped: int = Field(ge=0, description="Files that are not images.")
     failed: int = Field(ge=0)
     cancelled: int = Field(ge=0)
@@ -177,7 +181,9 @@ class ItemOut(BaseModel):
     state: ItemState
     reason: str | None = Field(description="Why the file was skipped or failed, as a sentence.")
     attempts: int = Field(ge=0)
-    image_id: int | None = Field(description="The stored image, for done and duplicate files.")
+    image_id: int | None = Field(
+        description="The stored image, for done, duplicate and unchanged files."
+    )
     updated_at: datetime
 
 

@@ -53,6 +53,7 @@ from imageimport.db.imports import (
 from imageimport.db.items import (
     REFUSED,
     ListedFile,
+    StoredVersion,
     add_items,
     failed_files,
     finish_item,
@@ -64,6 +65,7 @@ from imageimport.db.items import (
     note_attempt,
     pending_items,
     storable,
+    stored_versions,
 )
 from imageimport.db.migrate import upgrade
 
@@ -78,6 +80,7 @@ __all__ = [
     "NewImage",
     "Session",
     "Sessions",
+    "StoredVersion",
     "add_items",
     "advance_import",
     "begin_listing",
@@ -118,6 +121,7 @@ __all__ = [
     "states_of_external_imports",
     "storable",
     "stored_digests",
+    "stored_versions",
     "transaction",
     "unfinished_imports",
     "upgrade",

@@ -49,6 +49,7 @@ class Counters:
     pending: int = 0
     imported: int = 0
     duplicates: int = 0
+    unchanged: int = 0  # as an earlier import of the folder found them: not downloaded
     skipped: int = 0
     failed: int = 0
     cancelled: int = 0
@@ -276,6 +277,7 @@ def counters(session: Session, import_ids: Iterable[str]) -> dict[str, Counters]
             pending=t.get("pending", 0),
             imported=t.get("done", 0),
             duplicates=t.get("duplicate", 0),
+            unchanged=t.get("unchanged", 0),
             skipped=t.get("skipped", 0),
             failed=t.get("failed", 0),
             cancelled=t.get("cancelled", 0),

@@ -5,14 +5,16 @@ the caller."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol, cast, overload
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from imageimport.db.engine import insert_unless_present
-from imageimport.db.models import Import, ImportItem, ItemState, utcnow
+from imageimport.db.models import Image, Import, ImportItem, ItemState, utcnow
 
 
 class ListedFile(Protocol):
@@ -30,6 +32,8 @@ class ListedFile(Protocol):
     def mime_type(self) -> str | None: ...
     @property
     def checksum(self) -> str | None: ...
+    @property
+    def modified(self) -> datetime | None: ...
     @property
     def extra(self) -> dict[str, Any]: ...
     @property
@@ -55,11 +59,18 @@ def storable(text: str | None, limit: int | None = None) -> str | None:
     return _UNSTORABLE.sub("\ufffd", text)[:limit]
 
 
-def add_items(session: Session, import_id: str, files: Sequence[ListedFile]) -> list[ImportItem]:
+def add_items(
+    session: Session,
+    import_id: str,
+    files: Sequence[ListedFile],
+    unchanged: Mapping[str, int] | None = None,
+) -> list[ImportItem]:
     """Record listed files (idempotent per remote id) and return the ones still pending.
-    Refused files (`ListedFile.refused`) are recorded as failed with their reason."""
+    Refused files (`ListedFile.refused`) are recorded as failed with their reason; the files
+    `unchanged` names (remote id -> the image an earlier import found) as unchanged."""
     if not files:
         return []
+    unchanged = unchanged or {}
     rows = [
         {
             "import_id": import_id,
@@ -69,11 +80,13 @@ def add_items(session: Session, import_id: str, files: Sequence[ListedFile]) -> 
             "size": f.size,
             "mime_type": storable(f.mime_type, 255),
             "checksum": storable(f.checksum, 255),
+            "modified": f.modified,
             # A refused file keeps its reason where a retry finds it (see process_item).
             "extra": {REFUSED: f.refused} if f.refused else f.extra,
-            "state": "failed" if f.refused else "pending",
+            "state": "failed" if f.refused else "unchanged" if f.id in unchanged else "pending",
             "reason": f.refused,
             "attempts": 0,
+            "image_id": None if f.refused else unchanged.get(f.id),
             "updated_at": utcnow(),
         }
         for f in files
@@ -89,6 +102,65 @@ def add_items(session: Session, import_id: str, files: Sequence[ListedFile]) -> 
             )
         )
     )
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    """A file as an import found it, and the image its bytes are stored as."""
+
+    checksum: str | None
+    size: int | None
+    modified: datetime | None
+    image_id: int
+
+
+def stored_versions(
+    session: Session, provider: str, folder_id: str, remote_ids: Sequence[str]
+) -> dict[str, StoredVersion]:
+    """The last version of each of these files that an import of this folder stored or found
+    stored, by remote id; files never stored (or whose image was deleted) are left out.
+    Scoped to the folder because some ids are only unique within it (a ZIP entry's path).
+
+    Two queries per call, whatever the number of files, each on an index: the imports of the
+    folder (ix_imports_provider_folder_id), then these files among their items
+    (uq_import_items_import_remote, by both of its columns). The images found are locked
+    against deletion (PostgreSQL's FOR KEY SHARE) until the caller commits, so that items it
+    records pointing at them never point at a deleted one."""
+    if not remote_ids:
+        return {}
+    imports = list(
+        session.scalars(
+            select(Import.id).where(Import.provider == provider, Import.folder_id == folder_id)
+        )
+    )
+    last = (
+        select(func.max(ImportItem.id))
+        .where(
+            ImportItem.import_id.in_(imports),
+            ImportItem.remote_id.in_(remote_ids),
+            # Only a file stored (done, duplicate, unchanged) points at an image. No condition
+            # on the state: SQLite would then walk ix_import_items_import_state, every stored
+            # file of each import, rather than look these files up.
+            ImportItem.image_id.is_not(None),
+        )
+        .group_by(ImportItem.remote_id)
+    )
+    rows = session.execute(
+        select(
+            ImportItem.remote_id,
+            ImportItem.checksum,
+            ImportItem.size,
+            ImportItem.modified,
+            Image.id,
+        )
+        .join(Image, Image.id == ImportItem.image_id)
+        .where(ImportItem.id.in_(last))
+        .with_for_update(read=True, key_share=True, of=Image)
+    )
+    return {
+        remote_id: StoredVersion(checksum, size, modified, image_id)
+        for remote_id, checksum, size, modified, image_id in rows
+    }
 
 
 def get_item(session: Session, item_id: int) -> ImportItem | None:

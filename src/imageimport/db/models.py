@@ -21,7 +21,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from imageimport.db.types import UTCDateTime
 
-ItemState = Literal["pending", "done", "duplicate", "skipped", "failed", "cancelled"]
+# unchanged: the file is as an earlier import of its folder found it, and is settled with that
+# import's image, without a download (see pipeline/unchanged.py).
+ItemState = Literal["pending", "done", "duplicate", "unchanged", "skipped", "failed", "cancelled"]
 ITEM_STATES: tuple[str, ...] = get_args(ItemState)
 TERMINAL_ITEM_STATES = frozenset(ITEM_STATES) - {"pending"}
 ImportState = Literal[
@@ -80,7 +82,11 @@ class Import(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
-    __table_args__ = (Index("ix_imports_created_at_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_imports_created_at_id", "created_at", "id"),
+        # Finds the earlier imports of a folder (see db.items.stored_versions).
+        Index("ix_imports_provider_folder_id", "provider", "folder_id"),
+    )
 
 
 class ImportItem(Base):
@@ -94,6 +100,7 @@ class ImportItem(Base):
     size: Mapped[int | None] = mapped_column(BigInteger)
     mime_type: Mapped[str | None] = mapped_column(String(255))
     checksum: Mapped[str | None] = mapped_column(String(255))
+    modified: Mapped[datetime | None] = mapped_column(UTCDateTime())  # RemoteFile.modified
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     state: Mapped[ItemState] = mapped_column(_states(ITEM_STATES, 16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)

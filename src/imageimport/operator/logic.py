@@ -72,6 +72,7 @@ def status_for(
             "discovered": counters.discovered,
             "imported": counters.imported,
             "duplicates": counters.duplicates,
+            "unchanged": counters.unchanged,
             "skipped": counters.skipped,
             "failed": counters.failed,
         },
@@ -143,9 +144,10 @@ def _unrecorded_status(
 
 
 def _message(phase: str, import_id: str, error: str | None, c: db.Counters) -> str:
+    unchanged = f"{c.unchanged} unchanged, " if c.unchanged else ""
     tally = (
-        f"{c.imported} imported, {c.duplicates} already stored, {c.skipped} not images, "
-        f"{c.failed} failed"
+        f"{c.imported} imported, {unchanged}{c.duplicates} already stored, "
+        f"{c.skipped} not images, {c.failed} failed"
     )
     if phase == "Pending":
         return "Waiting for the folder to be listed."

@@ -1,5 +1,6 @@
 """List a folder and fan it out: record each file as an item and publish one job per item,
-page by page, so importing starts long before a big folder is fully listed."""
+page by page, so importing starts long before a big folder is fully listed. Files unchanged
+since an earlier import of the folder are settled as they are recorded, with no job."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import tenacity
 
 from imageimport import db
 from imageimport.errors import ImageImportError, TransientError
+from imageimport.pipeline.unchanged import unchanged_files
 from imageimport.queue.base import Job, JobQueue
 from imageimport.runtime import Runtime
 from imageimport.sources.base import RemoteFile, Source
@@ -42,7 +44,13 @@ def plan_import(runtime: Runtime, queue: JobQueue, import_id: str) -> str:
     with runtime.session() as session:
         db.advance_import(session, import_id, "importing")
     with runtime.session() as session:
-        return db.finish_if_complete(session, import_id) or "importing"
+        final = db.finish_if_complete(session, import_id)
+    if final is None:
+        return "importing"
+    # Nothing was left to download (e.g. every file was unchanged): no worker will forget
+    # the source, and a ZIP source holds the whole folder on disk.
+    runtime.forget_source(import_id)
+    return final
 
 
 def _listing_attempts(import_id: str) -> tenacity.Retrying:
@@ -92,7 +100,8 @@ def _publish(runtime: Runtime, queue: JobQueue, import_id: str, files: list[Remo
         record = db.get_import(session, import_id)
         if record is None or record.state == "cancelled":
             return False
-        pending = db.add_items(session, import_id, files)
+        unchanged = unchanged_files(session, record, files)
+        pending = db.add_items(session, import_id, files, unchanged)
         jobs = [Job(import_id, item.id, item.remote_id, record.round) for item in pending]
     # Published only after the rows are committed, so a worker always finds its item.
     queue.publish(jobs)

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 
@@ -42,6 +43,9 @@ class RemoteFile:
     size: int | None = None
     mime_type: str | None = None
     checksum: str | None = None  # "md5:<hex>" when the source reports one
+    # When the file last changed, from sources that report no checksum but a time (a ZIP
+    # entry's): with the size, it tells a re-import whether the file changed.
+    modified: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # source-specific data `open` needs
     # Why this file cannot be imported, as a sentence (e.g. its id is too long to store): it
     # is recorded as failed with this reason and never downloaded. See sources.listing.

@@ -29,7 +29,8 @@ const progress = new ProgressView({
   onUpdate(snapshot) {
     recent.update(snapshot);
     const counters = snapshot.counters ?? {};
-    const found = (counters.imported ?? 0) + (counters.duplicates ?? 0);
+    const found =
+      (counters.imported ?? 0) + (counters.duplicates ?? 0) + (counters.unchanged ?? 0);
     if (found !== lastSettled.get(snapshot.id)) {
       lastSettled.set(snapshot.id, found);
       if (!filter.value || filter.value === snapshot.id) scheduleGalleryRefresh();

@@ -17,7 +17,7 @@ import {
 
 const POLL_INTERVAL_MS = 1000;
 const POLL_BACKOFF_MAX_MS = 10000;
-const COUNTERS = ["discovered", "imported", "duplicates", "skipped", "failed"];
+const COUNTERS = ["discovered", "imported", "duplicates", "unchanged", "skipped", "failed"];
 
 export class ProgressView {
   /**

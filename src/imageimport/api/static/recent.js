@@ -110,6 +110,7 @@ export class RecentImports {
     const counters = item.counters ?? {};
     const summary = [providerLabel(item.provider), plural(counters.imported ?? 0, "image")];
     if (counters.duplicates) summary.push(plural(counters.duplicates, "duplicate"));
+    if (counters.unchanged) summary.push(`${formatCount(counters.unchanged)} unchanged`);
     if (counters.failed) summary.push(`${formatCount(counters.failed)} failed`);
     return h(
       "button",

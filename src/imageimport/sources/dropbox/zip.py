@@ -117,6 +117,7 @@ class DropboxZipSource(Source):
                     name=shorten(path.rpartition("/")[2], MAX_NAME_CHARS),
                     path=shorten(path, MAX_PATH_CHARS),
                     size=record.location.file_size,
+                    modified=record.modified,
                 )
 
     @contextmanager

@@ -18,6 +18,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -155,6 +156,7 @@ class Record:
 
     name: str
     location: Location
+    modified: datetime | None  # None when the entry's MS-DOS date is not a real date
 
 
 def records(file: BinaryIO, directory: Directory) -> Iterator[Record]:
@@ -173,7 +175,7 @@ def records(file: BinaryIO, directory: Directory) -> Iterator[Record]:
         fields = _CENTRAL.unpack(fixed)
         if fields[0] != _CENTRAL_SIGNATURE:
             raise zipfile.BadZipFile("Bad magic number for central directory")
-        (flags, method, _, _, crc, compress_size, file_size) = fields[3:10]
+        (flags, method, dos_time, dos_date, crc, compress_size, file_size) = fields[3:10]
         name_length, extra_length, comment_length = fields[10:13]
         header_offset = fields[16]
         raw_name = _read_exactly(reader, name_length)
@@ -193,7 +195,25 @@ def records(file: BinaryIO, directory: Directory) -> Iterator[Record]:
             method,
             flags,
         )
-        yield Record(name.partition("\0")[0], location)
+        yield Record(name.partition("\0")[0], location, _dos_moment(dos_date, dos_time))
+
+
+def _dos_moment(date: int, time: int) -> datetime | None:
+    """An entry's MS-DOS date and time (4.4.6), read as zipfile reads them. They carry no
+    time zone: taken as UTC, they are only ever compared with the same entry's in a later
+    download."""
+    try:
+        return datetime(
+            (date >> 9) + 1980,
+            (date >> 5) & 0xF,
+            date & 0x1F,
+            time >> 11,
+            (time >> 5) & 0x3F,
+            (time & 0x1F) * 2,
+            tzinfo=UTC,
+        )
+    except ValueError:  # month 0, hour 31...: a time no zipper wrote
+        return None
 
 
 def _read_exactly(reader: BinaryIO, size: int) -> bytes:
