@@ -24,9 +24,13 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
     ours = results.get("e2e", {}).get("images_per_s")
     rclone = results.get("rclone", {}).get("files_per_s")
     put = results.get("put", {}).get("files_per_s")
+    # CPU per image (all processes) against rclone's per file: what a copy costs.
+    ours_cpu = results.get("e2e", {}).get("cpu_s_per_image", {}).get("all")
+    rclone_cpu = results.get("rclone", {}).get("cpu_s_per_file", {}).get("all")
     return {
         "ours_vs_rclone": rounded(ours / rclone) if ours and rclone else None,
         "ours_vs_put": rounded(ours / put) if ours and put else None,
+        "cpu_vs_rclone": rounded(ours_cpu / rclone_cpu) if ours_cpu and rclone_cpu else None,
     }
 
 
@@ -102,7 +106,8 @@ def table(report: dict[str, Any]) -> str:
         ratio = report["ratios"]
         lines.append(
             f"ours / rclone = {_fmt(ratio['ours_vs_rclone'])}    "
-            f"ours / bare PUT = {_fmt(ratio['ours_vs_put'])}"
+            f"ours / bare PUT = {_fmt(ratio['ours_vs_put'])}    "
+            f"CPU per file, ours / rclone = {_fmt(ratio['cpu_vs_rclone'])}"
         )
     if "e2e" in results:
         e = results["e2e"]

@@ -3,6 +3,7 @@ here turns SQLAlchemy's errors into ours (see `errors.database_errors`)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -107,10 +108,20 @@ def _engine_of(session: Session) -> Engine:
     return bind if isinstance(bind, Engine) else bind.engine
 
 
-def insert_unless_present(session: Session, model: type[Base], *unique: str) -> Insert:
-    """INSERT INTO the model's table … ON CONFLICT (`unique`) DO NOTHING, in the session's
-    dialect (both of ours say it the same way)."""
+def insert_unless_present(
+    session: Session, model: type[Base], *unique: str, returning: str | None = None
+) -> Insert:
+    """INSERT INTO the model's table … ON CONFLICT (`unique`) DO NOTHING [RETURNING
+    `returning`], in the session's dialect (both of ours say it the same way). Built once per
+    dialect: the values are given when it is executed."""
     table = cast(Table, model.__table__)  # a declarative model's is always a Table
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing(index_elements=unique)
-    return sqlite.insert(table).on_conflict_do_nothing(index_elements=unique)
+    return _insert_unless_present(session.get_bind().dialect.name, table, unique, returning)
+
+
+@functools.cache
+def _insert_unless_present(
+    dialect: str, table: Table, unique: tuple[str, ...], returning: str | None
+) -> Insert:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(table).on_conflict_do_nothing(index_elements=unique)
+    return statement.returning(table.c[returning]) if returning else statement

@@ -64,14 +64,11 @@ class DeletedImage:
 
 def insert_image(session: Session, image: NewImage) -> tuple[int, bool]:
     """(image id, whether this call created it). Safe against concurrent inserts."""
-    statement = (
-        insert_unless_present(session, Image, "sha256")
-        .values(**image.__dict__, created_at=utcnow())
-        .returning(Image.__table__.c.id)
-    )
+    statement = insert_unless_present(session, Image, "sha256", returning="id")
+    values = {**image.__dict__, "created_at": utcnow()}
     # Two rounds: the row that made the insert conflict may be deleted before we read it.
     for _ in range(2):
-        created = session.execute(statement).scalar_one_or_none()
+        created = session.execute(statement, values).scalar_one_or_none()
         if created is not None:
             return int(created), True
         existing = image_id_with_digest(session, image.sha256)

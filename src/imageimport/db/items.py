@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, cast, overload
 
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import CursorResult, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from imageimport.db.engine import insert_unless_present
@@ -167,23 +167,62 @@ def get_item(session: Session, item_id: int) -> ImportItem | None:
     return session.get(ImportItem, item_id)
 
 
-def item_and_import_states(session: Session, item_id: int) -> tuple[str, str]:
-    """The item's state and its import's, in one round trip ("gone" once deleted)."""
-    row = session.execute(
-        select(ImportItem.state, Import.state)
-        .join(Import, Import.id == ImportItem.import_id)
-        .where(ImportItem.id == item_id)
-    ).first()
-    return (str(row[0]), str(row[1])) if row is not None else ("gone", "gone")
+# The statements a worker runs for every file, built once: SQLAlchemy then skips building
+# them and computing their cache keys on every call (a good part of the client's CPU per file).
+_ITEM_WITH_IMPORT = (
+    select(ImportItem, Import)
+    .join(Import, Import.id == ImportItem.import_id)
+    .where(ImportItem.id == bindparam("item_id"))
+)
+_STATES_AND_IMAGE = (
+    select(
+        ImportItem.state,
+        Import.state,
+        select(Image.id).where(Image.sha256 == bindparam("sha256")).scalar_subquery(),
+    )
+    .join(Import, Import.id == ImportItem.import_id)
+    .where(ImportItem.id == bindparam("item_id"))
+)
+_ANY_ITEM_IN = (
+    select(ImportItem.id)
+    .where(ImportItem.import_id == bindparam("import_id"), ImportItem.state == bindparam("state"))
+    .limit(1)
+)
+# The names of the new values differ from the columns': SQLAlchemy keeps those for itself.
+_FINISH_ITEM = (
+    update(ImportItem)
+    .where(ImportItem.id == bindparam("item_id"), ImportItem.state == "pending")
+    .values(
+        state=bindparam("new_state"),
+        reason=bindparam("new_reason"),
+        image_id=bindparam("new_image_id"),
+        bytes=bindparam("new_bytes"),
+        updated_at=bindparam("new_updated_at"),
+    )
+    .execution_options(synchronize_session=False)
+)
+
+
+def item_with_import(session: Session, item_id: int) -> tuple[ImportItem, Import] | None:
+    """The item and its import, in one round trip (None once deleted)."""
+    row = session.execute(_ITEM_WITH_IMPORT, {"item_id": item_id}).first()
+    return (row[0], row[1]) if row is not None else None
+
+
+def item_states_and_image(
+    session: Session, item_id: int, sha256: str
+) -> tuple[str, str, int | None]:
+    """The item's state, its import's ("gone" once deleted), and the stored image with
+    this digest if there is one, in one round trip."""
+    row = session.execute(_STATES_AND_IMAGE, {"item_id": item_id, "sha256": sha256}).first()
+    if row is None:
+        return "gone", "gone", None
+    return str(row[0]), str(row[1]), (int(row[2]) if row[2] is not None else None)
 
 
 def has_items_in(session: Session, import_id: str, state: ItemState) -> bool:
     """Whether any item of the import is in `state`: one indexed look-up."""
-    found = session.scalar(
-        select(ImportItem.id)
-        .where(ImportItem.import_id == import_id, ImportItem.state == state)
-        .limit(1)
-    )
+    found = session.scalar(_ANY_ITEM_IN, {"import_id": import_id, "state": state})
     return found is not None
 
 
@@ -197,10 +236,15 @@ def finish_item(
 ) -> bool:
     """Settle a pending item; False if it was already settled (a redelivered message)."""
     result = session.execute(
-        update(ImportItem)
-        .where(ImportItem.id == item_id, ImportItem.state == "pending")
-        .values(state=state, reason=reason, image_id=image_id, bytes=nbytes, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
+        _FINISH_ITEM,
+        {
+            "item_id": item_id,
+            "new_state": state,
+            "new_reason": reason,
+            "new_image_id": image_id,
+            "new_bytes": nbytes,
+            "new_updated_at": utcnow(),
+        },
     )
     return bool(cast(CursorResult[Any], result).rowcount)
 

@@ -246,16 +246,14 @@ def _thumbnail(image: Image.Image, size: int, orientation: object = None) -> byt
     # at a time: the full-size image is never copied. Pillow's own way holds a converted
     # (RGB/RGBA) and a premultiplied copy of the whole image beside the decoded one: 8 to
     # 12 bytes a pixel instead of 1 to 4.
-    reduced = Image.new(plan.working_mode, plan.reduced_size)
-    for top in range(0, image.height, plan.band_rows):
-        band = image.crop((0, top, image.width, min(image.height, top + plan.band_rows)))
-        if band.mode != plan.mode:
-            band = band.convert(plan.mode)
-        if band.mode != plan.working_mode:
-            band = band.convert(plan.working_mode)
-        if plan.factors != (1, 1):
-            band = band.reduce(plan.factors)
-        reduced.paste(band, (0, top // plan.factors[1]))
+    if plan.band_rows >= image.height:
+        # One band (most photos): the image itself, not a copy of it pasted into another.
+        reduced = _reduced_band(image, plan)
+    else:
+        reduced = Image.new(plan.working_mode, plan.reduced_size)
+        for top in range(0, image.height, plan.band_rows):
+            band = image.crop((0, top, image.width, min(image.height, top + plan.band_rows)))
+            reduced.paste(_reduced_band(band, plan), (0, top // plan.factors[1]))
     thumb = reduced
     if plan.final_size != reduced.size:
         # Bicubic (Pillow's default for thumbnails; Lanczos cost half as much again for no
@@ -268,9 +266,21 @@ def _thumbnail(image: Image.Image, size: int, orientation: object = None) -> byt
     if orientation in _TRANSPOSE:
         thumb = thumb.transpose(_TRANSPOSE[orientation])
     out = io.BytesIO()
-    # method 2 rather than the default 4: half the encoding time for a few more bytes.
-    thumb.save(out, THUMBNAIL_FORMAT, quality=80, method=2)
+    # method 0, the fastest: a third less time than method 2 at the same quality (PSNR);
+    # photos' thumbnails come out about 10 % larger (see bench/RESULTS.md).
+    thumb.save(out, THUMBNAIL_FORMAT, quality=80, method=0)
     return out.getvalue()
+
+
+def _reduced_band(band: Image.Image, plan: _ThumbnailPlan) -> Image.Image:
+    """Rows of the image in the working mode, reduced by the plan's integer factors."""
+    if band.mode != plan.mode:
+        band = band.convert(plan.mode)
+    if band.mode != plan.working_mode:
+        band = band.convert(plan.working_mode)
+    if plan.factors != (1, 1):
+        band = band.reduce(plan.factors)
+    return band
 
 
 @dataclass(frozen=True)

@@ -34,10 +34,10 @@ def process_item(
     item should be tried again later, and Interrupted once `abort` is set while the file is
     downloading; permanent problems settle the item instead."""
     with runtime.session() as session:
-        item = db.get_item(session, job.item_id)
-        record = db.get_import(session, job.import_id)
-        if item is None or record is None:
+        found = db.item_with_import(session, job.item_id)
+        if found is None:
             return "gone"  # the import was deleted after the job was queued
+        item, record = found
         if item.state != "pending":
             return item.state  # a redelivery of a job that was already done
         if record.state == "cancelled":
@@ -69,8 +69,9 @@ def process_item(
         # One transaction asks both: is the item still ours (not cancelled or settled
         # elsewhere during the download), and are these bytes stored already?
         with runtime.session() as session:
-            item_state, import_state = db.item_and_import_states(session, item.id)
-            known = db.image_id_with_digest(session, fetched.sha256)
+            item_state, import_state, known = db.item_states_and_image(
+                session, item.id, fetched.sha256
+            )
         if item_state != "pending":
             return item_state
         if import_state == "cancelled":

@@ -542,7 +542,9 @@ class NatsDelivery(Delivery):
             raise TransientError(f"Settling a NATS message failed: {error!r}") from error
 
     def ack(self) -> None:
-        self._settle(self._message.ack_sync(timeout=10))
+        # Not waited for (as NAK and TERM are not): the outcome is committed already, so an
+        # ack lost on the way only brings the message back, and the item is found settled.
+        self._settle(self._message.ack())
 
     def retry_later(self, delay_seconds: float) -> None:
         self._settle(self._message.nak(delay=max(0.0, delay_seconds)))
