@@ -130,7 +130,6 @@ class FakeDropbox:
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (route, argument)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _zip_tokens: dict[str, str] = field(default_factory=dict)
-    _hashes: dict[tuple[str, datetime], str] = field(default_factory=dict)  # by file version
     _hashes: dict[tuple[str, int | None, bytes], str] = field(default_factory=dict)
 
     def expire_tokens(self) -> None:

@@ -52,6 +52,7 @@ from tests.fakes.folder import (
     Corruption,
     FakeFile,
     FakeFolder,
+    add_file,
     big_folder,
     sample_folder,
 )
@@ -132,6 +133,13 @@ class FakeDrive:
         if key not in self._md5:
             self._md5[key] = file.md5
         return self._md5[key]
+
+    def add(self, parent: FakeFolder, file: FakeFile) -> None:
+        """A file uploaded to a served folder while the server runs."""
+        root = next(r for r in self.folders if r is parent or any(n is parent for _, n in r.walk()))
+        with self._lock:
+            add_file(root, parent, file)
+            self.nodes[file.id] = (file, root)
 
     def resource(self, node: FakeFile | FakeFolder) -> dict[str, Any]:
         """A Drive API `File` resource, with the fields Drive fills for this kind of item."""
