@@ -10,6 +10,7 @@ import tenacity
 
 from imageimport import db
 from imageimport.errors import ImageImportError, TransientError
+from imageimport.pipeline.process import settle_import
 from imageimport.pipeline.unchanged import unchanged_files
 from imageimport.queue.base import Job, JobQueue
 from imageimport.runtime import Runtime
@@ -43,14 +44,9 @@ def plan_import(runtime: Runtime, queue: JobQueue, import_id: str) -> str:
 
     with runtime.session() as session:
         db.advance_import(session, import_id, "importing")
-    with runtime.session() as session:
-        final = db.finish_if_complete(session, import_id)
-    if final is None:
-        return "importing"
-    # Nothing was left to download (e.g. every file was unchanged): no worker will forget
-    # the source, and a ZIP source holds the whole folder on disk.
-    runtime.forget_source(import_id)
-    return final
+    # Nothing may be left to download (e.g. every file was unchanged): settled as a worker
+    # settles the last item, which also lets the source go (a ZIP holds the folder on disk).
+    return settle_import(runtime, import_id) or "importing"
 
 
 def _listing_attempts(import_id: str) -> tenacity.Retrying:
