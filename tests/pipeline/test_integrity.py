@@ -2,11 +2,12 @@
 (Drive's md5Checksum, Dropbox's content_hash): wrong bytes once are downloaded again and the
 right ones stored; wrong bytes every time fail that file with the reason, and the rest of the
 import is unaffected. A file changed at its source after it was listed is checked against the
-checksum it has now."""
+checksum it has now, and its item records that checksum, which the next import compares."""
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 
 import pytest
@@ -14,8 +15,11 @@ from sqlalchemy import select
 
 from imageimport.db.models import Image, ImportItem
 from imageimport.pipeline.download import Limits, download
+from imageimport.pipeline.pool import WorkerPool
+from imageimport.queue.memory import MemoryQueue
 from imageimport.runtime import Runtime
-from imageimport.services.embedded import run_import
+from imageimport.services.embedded import run_import, snapshot
+from imageimport.services.imports import Importer
 from imageimport.settings import Settings
 from imageimport.sources.checksums import ChecksumMismatch
 from imageimport.sources.registry import open_source
@@ -94,3 +98,51 @@ def test_a_file_changed_after_it_was_listed_is_checked_against_its_checksum_now(
             corruption_of(route).times[photo.id] = 1
             with pytest.raises(ChecksumMismatch):
                 download(source, listed, Limits.of(settings))
+
+
+def _photo_item(runtime: Runtime, import_id: str) -> ImportItem:
+    with runtime.session() as session:
+        return session.scalars(
+            select(ImportItem).where(
+                ImportItem.import_id == import_id, ImportItem.name == "photo.jpg"
+            )
+        ).one()
+
+
+@pytest.mark.parametrize("route_name", sorted(SERVICE))
+def test_a_file_fixed_at_its_source_and_retried_is_recorded_as_it_is_now(
+    route_name: str, make_settings: Callable[..., Settings]
+) -> None:
+    """Its item keeps the checksum of the bytes stored, not the one listed before the fix:
+    importing the folder again then finds it unchanged instead of downloading it again."""
+    photo = FakeFile("photo.jpg", make_image(80, 60, "JPEG", seed=61))
+    folder = FakeFolder(f"fixed-{route_name}", [FakeFile("other.png", make_image(9, 9)), photo])
+    with start_route(route_name, folder, corrupt={photo.id: EVERY_DOWNLOAD}) as route:
+        runtime = Runtime(make_settings(max_deliver=1, **route.settings))
+        queue = MemoryQueue()
+        pool = WorkerPool(runtime, queue, 2)
+        try:
+            first = run_import(runtime, route.url, concurrency=2)
+            assert _photo_item(runtime, first.import_id).state == "failed"
+            listed_before = _photo_item(runtime, first.import_id).checksum
+
+            corruption_of(route).times.clear()
+            photo.overwrite(make_image(80, 60, "JPEG", seed=62))  # fixed, then retried
+            pool.start()
+            assert Importer(runtime, queue).retry(first.import_id) == 1
+            deadline = time.monotonic() + 60
+            while queue.outstanding() or not snapshot(runtime, first.import_id).finished:
+                assert time.monotonic() < deadline, "the retry did not finish"
+                time.sleep(0.05)
+            fixed = _photo_item(runtime, first.import_id)
+            assert fixed.state == "done"
+            assert fixed.checksum != listed_before
+            with open_source(route.url, runtime.settings) as source:
+                (listed_now,) = [f for f in source.list() if f.name == "photo.jpg"]
+            assert fixed.checksum == listed_now.checksum
+
+            again = run_import(runtime, route.url, concurrency=2)
+            assert _photo_item(runtime, again.import_id).state == "unchanged"
+        finally:
+            pool.stop()
+            runtime.close()

@@ -197,6 +197,7 @@ _FINISH_ITEM = (
         reason=bindparam("new_reason"),
         image_id=bindparam("new_image_id"),
         bytes=bindparam("new_bytes"),
+        checksum=func.coalesce(bindparam("new_checksum"), ImportItem.checksum),
         updated_at=bindparam("new_updated_at"),
     )
     .execution_options(synchronize_session=False)
@@ -233,8 +234,11 @@ def finish_item(
     reason: str | None = None,
     image_id: int | None = None,
     nbytes: int | None = None,
+    checksum: str | None = None,
 ) -> bool:
-    """Settle a pending item; False if it was already settled (a redelivered message)."""
+    """Settle a pending item; False if it was already settled (a redelivered message).
+    `checksum` replaces the listed one: the file changed after it was listed, and the item
+    records the version whose bytes were stored, as the next import compares it."""
     result = session.execute(
         _FINISH_ITEM,
         {
@@ -243,6 +247,7 @@ def finish_item(
             "new_reason": reason,
             "new_image_id": image_id,
             "new_bytes": nbytes,
+            "new_checksum": checksum,
             "new_updated_at": utcnow(),
         },
     )

@@ -90,6 +90,9 @@ class Download:
     size: int
     sha256: str
     format: str
+    # The source's checksum that the bytes matched, None when the route gives none. Not the
+    # listed one when the file changed after it was listed.
+    checksum: str | None
 
 
 def _too_large(limits: Limits) -> FileTooLarge:
@@ -117,7 +120,7 @@ def download(
     try:
         with _WATCHDOG.watching(watch), transfer.active(watch.transfer):
             try:
-                size, sha256, fmt = _receive(source, remote, limits, watch, spool)
+                size, sha256, fmt, checksum = _receive(source, remote, limits, watch, spool)
             except Exception as error:
                 # A cut connection surfaces as whatever the library makes of it (a dropped
                 # connection, a short body): the reason is why it was cut.
@@ -130,12 +133,12 @@ def download(
         raise
     spool.seek(0)
     # Opened in binary mode (w+b), so a BinaryIO; typeshed only knows it as an IO[bytes].
-    return Download(cast(BinaryIO, spool), size, sha256, fmt)
+    return Download(cast(BinaryIO, spool), size, sha256, fmt, checksum)
 
 
 def _receive(
     source: Source, remote: RemoteFile, limits: Limits, watch: _Watch, spool: IO[bytes]
-) -> tuple[int, str, str]:
+) -> tuple[int, str, str, str | None]:
     digest = hashlib.sha256()
     check = verifier(remote.checksum, source.checksums, remote.path)
     size = 0
@@ -160,13 +163,12 @@ def _receive(
             metrics.BYTES.inc(len(chunk))
     # A cut can also look like a clean end (a body delimited by the connection closing).
     watch.raise_if_cut()
-    if check is not None:
-        check.verify(lambda: source.checksum_now(remote))
+    checksum = None if check is None else check.verify(lambda: source.checksum_now(remote))
     if size == 0:
         raise NotAnImage("Not an image: the file is empty.")
     if fmt is None:
         fmt = _sniffed(head)
-    return size, digest.hexdigest(), fmt
+    return size, digest.hexdigest(), fmt, checksum
 
 
 def _sniffed(head: bytes) -> str:

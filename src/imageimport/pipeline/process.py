@@ -12,7 +12,7 @@ from imageimport.db.models import ImportItem, ItemState
 from imageimport.errors import ForbiddenHost, ItemError
 from imageimport.keys import image_key, thumbnail_key
 from imageimport.pipeline.decode_budget import shared_budget
-from imageimport.pipeline.download import Limits, download
+from imageimport.pipeline.download import Download, Limits, download
 from imageimport.pipeline.imaging import THUMBNAIL_CONTENT_TYPE, ImageInfo, inspect
 from imageimport.queue.base import Job
 from imageimport.runtime import Runtime
@@ -76,9 +76,10 @@ def process_item(
             return item_state
         if import_state == "cancelled":
             return _settle(runtime, item, "cancelled", "The import was cancelled.")
+        stored_as = _changed_checksum(item, fetched.checksum)
         if known is not None:
             # Identical bytes were verified and stored before: nothing to decode or upload.
-            return _record(runtime, item, known, fetched.size)
+            return _record(runtime, item, known, fetched.size, stored_as)
         try:
             info = inspect(
                 fetched.file,
@@ -99,9 +100,7 @@ def process_item(
             # The store refuses this file for good (S3's EntityTooLarge): no retry can help.
             return _settle(runtime, item, error.state, str(error), nbytes=fetched.size)
     try:
-        return _commit_image(
-            runtime, item, provider, fetched.sha256, fetched.size, info, (key, thumb_key)
-        )
+        return _commit_image(runtime, item, provider, fetched, info, (key, thumb_key), stored_as)
     except _Superseded:
         return _current_state(runtime, item.id)
 
@@ -114,12 +113,13 @@ def _commit_image(
     runtime: Runtime,
     item: ImportItem,
     provider: str,
-    sha256: str,
-    size: int,
+    fetched: Download,
     info: ImageInfo,
     keys: tuple[str, str],
+    checksum: str | None,
 ) -> str:
     key, thumb_key = keys
+    sha256, size = fetched.sha256, fetched.size
     with runtime.session() as session:
         image_id, created = db.insert_image(
             session,
@@ -142,7 +142,10 @@ def _commit_image(
             ),
         )
         state = "done" if created else _own_or_duplicate(session, image_id, item)
-        if not db.finish_item(session, item.id, state, image_id=image_id, nbytes=size):
+        settled = db.finish_item(
+            session, item.id, state, image_id=image_id, nbytes=size, checksum=checksum
+        )
+        if not settled:
             raise _Superseded  # rolls the image row back with the transaction
     return state
 
@@ -162,11 +165,21 @@ def _own_or_duplicate(session: db.Session, image_id: int, item: ImportItem) -> I
     return "done" if mine else "duplicate"
 
 
-def _record(runtime: Runtime, item: ImportItem, image_id: int, nbytes: int) -> str:
+def _record(
+    runtime: Runtime, item: ImportItem, image_id: int, nbytes: int, checksum: str | None
+) -> str:
     with runtime.session() as session:
         state = _own_or_duplicate(session, image_id, item)
-        db.finish_item(session, item.id, state, image_id=image_id, nbytes=nbytes)
+        db.finish_item(session, item.id, state, image_id=image_id, nbytes=nbytes, checksum=checksum)
     return state
+
+
+def _changed_checksum(item: ImportItem, checksum: str | None) -> str | None:
+    """The checksum the downloaded bytes matched, when it is not the one the item was listed
+    with (the file changed after it was listed); None otherwise."""
+    if checksum is None or checksum == (item.checksum or "").lower():
+        return None
+    return checksum
 
 
 def _settle(

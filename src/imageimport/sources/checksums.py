@@ -68,13 +68,13 @@ class Verifier:
     def update(self, chunk: bytes) -> None:
         self._hasher.update(chunk)
 
-    def verify(self, checksum_now: Callable[[], str | None]) -> None:
-        """Raise ChecksumMismatch unless the bytes match the listed checksum, or the one the
-        source gives now (`checksum_now`, asked only then: the file changed after it was
-        listed)."""
+    def verify(self, checksum_now: Callable[[], str | None]) -> str:
+        """The checksum the bytes have (`<kind>:<hex digest>`) when it is the listed one, or
+        the one the source gives now (`checksum_now`, asked only then: the file changed after
+        it was listed); ChecksumMismatch otherwise."""
         got = self._hasher.hexdigest()
         if got == self._expected:
-            return
+            return f"{self._kind}:{got}"
         now = checksum_now()
         if now is None or now.lower() != f"{self._kind}:{got}":
             raise ChecksumMismatch(
@@ -83,6 +83,7 @@ class Verifier:
                 f"have {got}): they were damaged on the way, or the file changed after it was "
                 "listed."
             )
+        return f"{self._kind}:{got}"
 
 
 def verifier(checksum: str | None, declared: Mapping[str, str], path: str) -> Verifier | None:
