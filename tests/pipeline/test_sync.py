@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import select
 
+from imageimport import db
 from imageimport.db.models import Image
 from imageimport.errors import SyncRefused
 from imageimport.pipeline.pool import WorkerPool
@@ -191,4 +192,39 @@ def test_one_sync_round_at_a_time(
                 importer.sync("00000000-0000-0000-0000-000000000000")
         finally:
             pool.stop()
+            runtime.close()
+
+
+def test_a_round_listed_again_after_a_crash_counts_and_publishes_nothing_twice(
+    database_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    folder = photos()
+    with start_route("gdrive-api", folder) as route:
+        runtime = _runtime(route.settings, make_settings, database_url)
+        try:
+            first = run_import(runtime, route.url, concurrency=4)
+            files = dict(folder.files())
+            files["blue.png"].overwrite(make_image(41, 30, "PNG", seed=806))
+            fake(route).add(folder, FakeFile("new.jpg", make_image(22, 20, "JPEG", seed=807)))
+            fake(route).remove(files["sub/green.webp"])
+            queue = MemoryQueue()  # no workers: the round's jobs wait in it
+            importer = Importer(runtime, queue)
+            assert importer.sync(first.import_id) == 1
+            importer.wait()
+            listed = snapshot(runtime, first.import_id)
+            assert (listed.state, queue.outstanding()) == ("importing", 2)
+            assert tally(listed) == (1, 1, 2, 1, 0)
+
+            # The planner's process stopped before the round moved on: the import is listed
+            # again, in the same round.
+            with runtime.session() as session:
+                db.list_again(session, first.import_id)
+            importer.plan_in_background(first.import_id)
+            importer.wait()
+            again = snapshot(runtime, first.import_id)
+            assert again.state == "importing"
+            assert queue.outstanding() == 2  # the same two jobs, not published twice
+            assert tally(again) == (1, 1, 2, 1, 0)
+            assert again.counters == listed.counters
+        finally:
             runtime.close()
