@@ -102,6 +102,42 @@ def test_importing_a_folder_again_shows_its_files_unchanged(
     assert re.search(r"bytes downloaded\s*│\s*0\s*│", again.output), again.output
 
 
+def test_sync_lists_the_folder_again_into_the_import_and_prints_the_round(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = FakeFolder(
+        "synced",
+        [FakeFile(f"{n}.png", make_image(20 + n, 20, "PNG", seed=340 + n)) for n in (1, 2, 3)],
+    )
+    files = dict(folder.files())
+    with start_route("gdrive-api", folder) as running:
+        for key, value in running.env.items():
+            monkeypatch.setenv(key, value)
+        first = runner.invoke(app, ["import", running.url])
+        assert first.exit_code == 0, first.output
+        found = re.search(r"│ import\s*│ ([0-9a-f-]{36}) │", first.output)
+        assert found is not None, first.output
+        import_id = found[1]
+        drive = running.server.app.app.state.drive  # type: ignore[attr-defined]
+        files["1.png"].overwrite(make_image(30, 20, "PNG", seed=344))
+        drive.add(folder, FakeFile("4.png", make_image(24, 20, "PNG", seed=345)))
+        drive.remove(files["3.png"])
+
+        synced = runner.invoke(app, ["sync", import_id, "--prune"])
+        assert synced.exit_code == 0, synced.output
+        assert "Sync round 1: 1 added, 1 changed, 1 unchanged, 1 gone, 1 images pruned." in (
+            synced.output
+        )
+        assert re.search(r"│ import\s*│ " + import_id, synced.output), synced.output
+        assert re.search(r"│ imported\s*│\s*3\s*│", synced.output), synced.output
+
+        unknown = runner.invoke(app, ["sync", "00000000-0000-4000-8000-000000000000"])
+        assert unknown.exit_code == 2
+        assert "Import 00000000-0000-4000-8000-000000000000 does not exist." in unknown.output
+        detached = runner.invoke(app, ["sync", import_id, "--detach"])
+        assert detached.exit_code == 2 and "--detach needs NATS_URL" in detached.output
+
+
 def test_exit_code_is_nonzero_when_nothing_could_be_imported(
     clean_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -34,6 +34,7 @@ from imageimport.settings import Settings
 if TYPE_CHECKING:
     from imageimport.runtime import Runtime
     from imageimport.services.embedded import Snapshot
+    from imageimport.services.imports import Importer
     from imageimport.services.stack import Services
 
 app = typer.Typer(
@@ -127,7 +128,7 @@ def import_(
     except ImageImportError as error:
         raise _fail(error) from None
     if detach:
-        _plan_detached(services, url)
+        _plan_detached(services, lambda importer: importer.start(url))
         return
 
     def resuming(import_id: str) -> None:
@@ -197,20 +198,107 @@ def _finish(settings: Settings, results: list[Snapshot]) -> None:
         raise typer.Exit(1)
 
 
-def _plan_detached(services: Services[Runtime], url: str) -> None:
+def _plan_detached(services: Services[Runtime], begin: Callable[[Importer], str]) -> None:
+    """Have `begin` start listing an import (its id), wait until it is listed, and leave
+    the files to the workers."""
     from imageimport.services.embedded import snapshot
 
     try:
-        import_id = services.importer.start(url)
+        import_id = begin(services.importer)
         services.importer.wait()
         snap = snapshot(services.runtime, import_id)
     finally:
         services.close()
     print(import_id)
     console.print(f"{snap.state}: {snap.counters.discovered} files queued for the workers.")
+    if snap.last_sync is not None:
+        console.print(_sync_line(snap.last_sync))
     if snap.state == "failed":
         _print_error(snap.error or "")
         raise typer.Exit(1)
+
+
+@app.command()
+def sync(
+    import_id: Annotated[
+        str, typer.Argument(help="The id of a finished import (`import` prints it).")
+    ],
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="Delete the images of the files no longer in the folder, unless a file still "
+            "in a folder (of this or another import) holds them.",
+        ),
+    ] = False,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", "-c", min=1, max=256, help="Parallel files.")
+    ] = None,
+    local_workers: Annotated[
+        bool | None,
+        typer.Option(
+            "--local-workers/--no-local-workers",
+            help="Process files in this process too. Default: yes, unless NATS_URL is set "
+            "(then `imageimport worker` processes do the work).",
+        ),
+    ] = None,
+    detach: Annotated[
+        bool,
+        typer.Option(
+            "--detach", help="With NATS_URL: return once the folder is listed and queued."
+        ),
+    ] = False,
+) -> None:
+    """List a finished import's folder again into the same import (a sync round): new and
+    changed files are imported, unchanged ones are not downloaded, files no longer there
+    become gone. Progress, summary and exit codes as `import`'s."""
+    from imageimport.services.embedded import run_sync
+
+    settings = _settings()
+    if detach and not settings.nats_url:
+        console.print("[red]Error:[/red] --detach needs NATS_URL (a queue outside this process).")
+        raise typer.Exit(2)
+    try:
+        services = _services(settings)
+    except ImageImportError as error:
+        raise _fail(error) from None
+    workers = local_workers if local_workers is not None else not settings.nats_url
+    try:
+        if detach:
+            # Closes the services itself.
+            _plan_detached(services, lambda importer: _start_sync(importer, import_id, prune))
+            return
+        try:
+            with _progress() as show:
+                result = run_sync(
+                    services.runtime,
+                    import_id,
+                    concurrency or settings.concurrency,
+                    prune=prune,
+                    on_progress=show,
+                    queue=services.queue,
+                    local_workers=workers,
+                )
+        finally:
+            services.close()
+    except ImageImportError as error:
+        raise _fail(error) from None
+    except LookupError:
+        _print_error(f"Import {import_id} does not exist.")
+        raise typer.Exit(2) from None
+    _finish(settings, [result])
+
+
+def _start_sync(importer: Importer, import_id: str, prune: bool) -> str:
+    importer.sync(import_id, prune=prune, trigger="cli")
+    return import_id
+
+
+def _sync_line(sync: db.SyncRound) -> str:
+    return (
+        f"Sync round {sync.round}: {sync.added} added, {sync.changed} changed, "
+        f"{sync.unchanged} unchanged, {sync.gone} gone, {sync.pruned} images pruned."
+    )
 
 
 @app.command()
@@ -351,6 +439,8 @@ def _summary(settings: Settings, result: Any) -> None:
     ):
         table.add_row(label, str(value))
     console.print(table)
+    if result.last_sync is not None:
+        console.print(_sync_line(result.last_sync))
     if result.error:
         _print_error(result.error)
     if c.failed:

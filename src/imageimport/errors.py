@@ -41,6 +41,10 @@ class ListingLimit(ImageImportError):
     answered twice): what was listed until then is imported all the same."""
 
 
+class SyncRefused(ImageImportError):
+    """A sync round was asked for while a round or the import itself is still running."""
+
+
 class TransientError(ImageImportError):
     """Worth trying again later (429, 5xx, timeouts, dropped connections)."""
 

@@ -71,6 +71,7 @@ def test_an_import_runs_to_the_end_and_reports_progress(client: TestClient) -> N
         "skipped": 2,
         "failed": 2,
         "cancelled": 0,
+        "gone": 0,
         "bytes": final["counters"]["bytes"],
     }
     assert final["counters"]["bytes"] > 0

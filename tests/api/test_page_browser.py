@@ -23,6 +23,7 @@ import pytest
 
 from imageimport.settings import Settings
 from tests.fakes.folder import FakeFile, FakeFolder, big_folder, make_image, sample_folder
+from tests.fakes.gdrive import FakeDrive
 from tests.fakes.server import FaultPlan
 from tests.pipeline.routes import start_route
 from tests.servers import free_port
@@ -131,6 +132,7 @@ class PageServer:
     base: str
     folder_url: str
     log: Path
+    drive: FakeDrive  # the fake Drive it imports from, to change the folder under it
 
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         return httpx.request(method, self.base + path, timeout=10, **kwargs)
@@ -171,7 +173,8 @@ def serve(
                 start_new_session=True,
             )
         try:
-            server = PageServer(f"http://127.0.0.1:{port}", route.url, log)
+            drive = route.server.app.app.state.drive  # type: ignore[attr-defined]
+            server = PageServer(f"http://127.0.0.1:{port}", route.url, log, drive)
             _wait_healthy(server, process)
             yield server
         finally:
@@ -591,6 +594,66 @@ def test_the_gallery_places_an_image_that_was_committed_late(browser: Any, tmp_p
         expect(page.locator("#count-unchanged")).to_have_text("3")
         shown = tiles.evaluate_all("(buttons) => buttons.map((b) => b.dataset.id)")
         assert shown == [str(i) for i in ids]
+        assert trouble == []
+        context.close()
+
+
+def test_sync_now_imports_what_changed_and_shows_the_round(browser: Any, tmp_path: Path) -> None:
+    folder = FakeFolder(
+        "Sync test",
+        [FakeFile(f"sync-{i}.png", make_image(40 + i, 30, "PNG", seed=70 + i)) for i in range(3)],
+    )
+    files = dict(folder.files())
+    faults = FaultPlan()
+    with serve(tmp_path, folder, faults) as server:
+        context = browser.new_context(viewport={"width": 1100, "height": 900})
+        page = context.new_page()
+        trouble = _watch_for_trouble(page)
+        page.goto(server.base + "/")
+        sync = page.locator("#sync-button")
+        summary = page.locator("#sync-summary")
+        state = page.locator("#progress-state")
+        page.locator("#folder-url").fill(server.folder_url)
+        page.locator("#import-submit").click()
+        expect(state).to_have_attribute("data-state", "succeeded", timeout=IMPORT_TIMEOUT_MS)
+        expect(sync).to_be_visible()
+        expect(sync).to_be_enabled()
+        expect(summary).to_be_hidden()  # no round yet
+        tiles = page.locator("#gallery-grid button.thumb")
+        expect(tiles).to_have_count(3)
+
+        # One file changed, one added, one removed at the source; pruning asked for.
+        files["sync-0.png"].overwrite(make_image(60, 30, "PNG", seed=80))
+        server.drive.add(folder, FakeFile("sync-new.png", make_image(30, 30, "PNG", seed=81)))
+        server.drive.remove(files["sync-2.png"])
+        page.locator("#sync-prune").check()
+        with page.expect_response(lambda r: r.url.endswith("/sync")) as synced:
+            sync.click()
+        assert synced.value.status == 202
+        assert synced.value.request.post_data_json == {"prune": True}
+        expect(state).to_have_attribute("data-state", "succeeded", timeout=IMPORT_TIMEOUT_MS)
+        expect(summary).to_contain_text(
+            "1 added, 1 changed, 1 unchanged, 1 gone, 1 image deleted", timeout=IMPORT_TIMEOUT_MS
+        )
+        expect(sync).to_be_enabled()
+        expect(page.locator("#sync-prune")).not_to_be_checked()
+        expect(page.locator("#count-discovered")).to_have_text("3")
+        # The gallery follows: the new file and the changed file's new version are in, the
+        # removed file's image is gone, and the changed file's first version stays.
+        expect(tiles).to_have_count(4)
+        _shot(page, "synced")
+
+        # While a round runs (a slow Drive keeps it running), the button is disabled.
+        server.drive.add(folder, FakeFile("sync-late.png", make_image(32, 30, "PNG", seed=82)))
+        faults.latency = 0.5
+        sync.click()
+        expect(sync).to_be_disabled()
+        expect(summary).to_contain_text("Sync round 2 started")
+        expect(state).to_have_attribute("data-state", "succeeded", timeout=IMPORT_TIMEOUT_MS)
+        expect(summary).to_contain_text("1 added, 0 changed, 3 unchanged, 0 gone.")
+        expect(sync).to_be_enabled()
+        latest = server.api("GET", "/api/v1/imports").json()["items"][0]
+        assert (latest["last_sync"]["round"], latest["last_sync"]["prune"]) == (2, False)
         assert trouble == []
         context.close()
 

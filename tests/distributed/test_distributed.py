@@ -244,3 +244,49 @@ def test_wrong_bytes_are_downloaded_again_then_fail_only_that_file(
     assert {sha for sha, _, _ in cluster.images()} == {
         hashlib.sha256(f.read()).hexdigest() for f in [*good, once]
     }
+
+
+def test_a_detached_sync_round_has_the_workers_fetch_only_what_changed_and_prunes(
+    cluster_factory: Any, s3_server: Any
+) -> None:
+    folder = FakeFolder(
+        "synced",
+        [FakeFile(f"{n}.png", make_image(30 + n, 20, "PNG", seed=950 + n)) for n in range(6)],
+    )
+    files = dict(folder.files())
+    with start_route("gdrive-api", folder) as route:
+        drive = route.server.app.app.state.drive  # type: ignore[attr-defined]
+
+        def downloads() -> list[str]:
+            return [
+                r.path.rpartition("/")[2] for r in drive.requests if r.params.get("alt") == "media"
+            ]
+
+        cluster = cluster_factory(route)
+        cluster.start_worker(concurrency=4)
+        cluster.start_worker(concurrency=4)
+        import_id = cluster.plan(route.url)
+        assert_exactly_once(cluster, s3_server, 6, cluster.wait_finished(import_id))
+        fetched = len(downloads())
+        files["0.png"].overwrite(make_image(60, 20, "PNG", seed=960))
+        added = FakeFile("6.png", make_image(40, 40, "PNG", seed=961))
+        drive.add(folder, added)
+        drive.remove(files["5.png"])
+
+        synced = cluster.run("sync", import_id, "--prune", "--detach")
+        assert synced.returncode == 0, synced.stderr
+        assert synced.stdout.strip().splitlines()[-1] == import_id
+        assert "Sync round 1: 1 added, 1 changed, 4 unchanged, 1 gone, 1 images pruned." in (
+            synced.stderr
+        )
+        counts = cluster.wait_finished(import_id)
+        assert cluster.state(import_id)[0] == "succeeded"
+        assert counts == {"done": 6, "gone": 1}
+        # Only the changed and the added file reached the workers, as new messages.
+        assert sorted(downloads()[fetched:]) == sorted([files["0.png"].id, added.id])
+        assert stream_last_sequence(cluster.nats_url) == 6 + 2
+        # The removed file's image and objects are gone; the changed file's first version stays.
+        images = cluster.images()
+        assert len(images) == 6 + 2 - 1
+        expected = sorted(key for _, original, thumb in images for key in (original, thumb))
+        assert sorted(stored_keys(cluster, s3_server)) == expected

@@ -47,6 +47,7 @@ from tests.fakes.folder import (
     FakeFolder,
     add_file,
     big_folder,
+    remove_file,
     sample_folder,
 )
 from tests.fakes.server import FaultPlan
@@ -173,6 +174,12 @@ class FakeDropbox:
         root = next(r for r in roots if r is parent or any(n is parent for _, n in r.walk()))
         with self.lock:
             add_file(root, parent, file)
+
+    def remove(self, file: FakeFile) -> None:
+        """A file deleted from a served folder while the server runs."""
+        root = next(r for r in self.folders.values() if r.parent_of(file.id) is not None)
+        with self.lock:
+            remove_file(root, file)
 
     def file_hash(self, file: FakeFile) -> str:
         # By content too: a test may change a file at its source, as people do.

@@ -140,6 +140,13 @@ def add_file(root: FakeFolder, parent: FakeFolder, file: FakeFile) -> None:
     assign_ids(root)
 
 
+def remove_file(root: FakeFolder, file: FakeFile) -> None:
+    """A file deleted from the folder `root` while a server serves it."""
+    parent = root.parent_of(file.id)
+    assert parent is not None, f"{file.name} is not in {root.name}"
+    parent.children.remove(file)
+
+
 def assign_ids(root: FakeFolder) -> None:
     """Deterministic Drive-like ids (33 chars of [A-Za-z0-9_-]) from each node's path."""
     if not root.id:

@@ -54,6 +54,7 @@ from tests.fakes.folder import (
     FakeFolder,
     add_file,
     big_folder,
+    remove_file,
     sample_folder,
 )
 
@@ -140,6 +141,12 @@ class FakeDrive:
         with self._lock:
             add_file(root, parent, file)
             self.nodes[file.id] = (file, root)
+
+    def remove(self, file: FakeFile) -> None:
+        """A file deleted from a served folder while the server runs: not found any more."""
+        with self._lock:
+            _, root = self.nodes.pop(file.id)
+            remove_file(root, file)
 
     def resource(self, node: FakeFile | FakeFolder) -> dict[str, Any]:
         """A Drive API `File` resource, with the fields Drive fills for this kind of item."""

@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasPath, BaseModel, BeforeValidator, ConfigDict, Field
 
-from imageimport.db import Counters
-from imageimport.db.models import Import, ImportState, ItemState
+from imageimport.db import Counters, SyncRound
+from imageimport.db.models import Import, ImportState, ItemState, SyncTrigger
 
 API_PREFIX = "/api/v1"
 
@@ -80,7 +80,39 @@ class CountersOut(BaseModel):
     skipped: int = Field(ge=0, description="Files that are not images.")
     failed: int = Field(ge=0)
     cancelled: int = Field(ge=0)
+    gone: int = Field(
+        ge=0,
+        description="Files a sync round found no longer in the folder (not in discovered).",
+    )
     bytes: int = Field(ge=0, description="Bytes downloaded.")
+
+
+class SyncCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prune: bool = Field(
+        default=False,
+        description="Delete the images of the files the round finds gone, unless a file "
+        "still in a folder (of this or another import) holds them.",
+    )
+
+
+# Validated from a db.SyncRound.
+class SyncOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    round: int = Field(ge=1, description="The import's round this sync started.")
+    trigger: SyncTrigger = Field(description="What asked for it.")
+    prune: bool
+    started_at: datetime
+    listed_at: datetime | None = Field(description="When its listing of the folder completed.")
+    finished_at: datetime | None = Field(description="When the import settled after it.")
+    added: int = Field(ge=0, description="Files new in the folder (or back after being gone).")
+    changed: int = Field(ge=0, description="Files whose checksum, or size and time, changed.")
+    unchanged: int = Field(ge=0, description="Files as recorded: not downloaded again.")
+    gone: int = Field(ge=0, description="Files no longer in the folder.")
+    pruned: int = Field(ge=0, description="Images deleted because their files were gone.")
+    error: str | None = Field(description="Why the round's import failed, as a sentence.")
 
 
 class RateOut(BaseModel):
@@ -106,6 +138,7 @@ class ImportStatus:
 
     record: Import
     counters: Counters
+    last_sync: SyncRound | None = None
     current_file: str | None = None
 
     @property
@@ -152,6 +185,9 @@ class ImportOut(BaseModel):
     started_at: datetime | None = Field(validation_alias=_of_record("started_at"))
     finished_at: datetime | None = Field(validation_alias=_of_record("finished_at"))
     counters: CountersOut
+    last_sync: SyncOut | None = Field(
+        description="The import's latest sync round (POST .../sync); null if it had none."
+    )
     progress: float | None = Field(
         ge=0, le=1, description="Settled / discovered files; null while the total is unknown."
     )

@@ -139,6 +139,20 @@ def found_only_by(import_id: str) -> ImageSelection:
     )
 
 
+def gone_from(import_id: str) -> ImageSelection:
+    """The images of this import's gone files that no file still in a folder (of any import)
+    points at: what pruning the import deletes."""
+    gone_here = select(ImportItem.image_id).where(
+        ImportItem.import_id == import_id,
+        ImportItem.state == "gone",
+        ImportItem.image_id.is_not(None),
+    )
+    held = select(ImportItem.image_id).where(
+        ImportItem.state != "gone", ImportItem.image_id.is_not(None)
+    )
+    return and_(Image.id.in_(gone_here), Image.id.not_in(held))
+
+
 def delete_images(
     session: Session, which: ImageSelection, *, release_import: str | None = None
 ) -> list[DeletedImage]:

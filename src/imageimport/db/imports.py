@@ -22,6 +22,7 @@ from imageimport.db.models import (
     new_id,
     utcnow,
 )
+from imageimport.db.syncs import finish_sync
 
 # States an import may move to from each state: it only ever moves forward.
 _NEXT_STATES: dict[str, frozenset[str]] = {
@@ -50,6 +51,7 @@ class Counters:
     imported: int = 0
     duplicates: int = 0
     unchanged: int = 0  # as an earlier import of the folder found them: not downloaded
+    gone: int = 0  # no longer in the folder at a sync round's listing: not discovered
     skipped: int = 0
     failed: int = 0
     cancelled: int = 0
@@ -126,7 +128,11 @@ def advance_import(
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    return bool(cast(CursorResult[Any], result).rowcount)
+    moved = bool(cast(CursorResult[Any], result).rowcount)
+    if moved and state in TERMINAL_IMPORT_STATES:
+        # However the import ends (settled, failed, cancelled), so does its sync round.
+        finish_sync(session, import_id, error)
+    return moved
 
 
 def begin_listing(session: Session, import_id: str) -> Import | None:
@@ -273,7 +279,7 @@ def counters(session: Session, import_ids: Iterable[str]) -> dict[str, Counters]
         tallies[import_id]["bytes"] = tallies[import_id].get("bytes", 0) + nbytes
     for import_id, t in tallies.items():
         result[import_id] = Counters(
-            discovered=sum(v for k, v in t.items() if k != "bytes"),
+            discovered=sum(v for k, v in t.items() if k not in ("bytes", "gone")),
             pending=t.get("pending", 0),
             imported=t.get("done", 0),
             duplicates=t.get("duplicate", 0),
@@ -281,6 +287,7 @@ def counters(session: Session, import_ids: Iterable[str]) -> dict[str, Counters]
             skipped=t.get("skipped", 0),
             failed=t.get("failed", 0),
             cancelled=t.get("cancelled", 0),
+            gone=t.get("gone", 0),
             bytes=t.get("bytes", 0),
         )
     return result

@@ -59,36 +59,63 @@ def storable(text: str | None, limit: int | None = None) -> str | None:
     return _UNSTORABLE.sub("\ufffd", text)[:limit]
 
 
+# What a listing writes of a file it found, whether new to the import or found again.
+_LISTED_COLUMNS = (
+    "name",
+    "path",
+    "size",
+    "mime_type",
+    "checksum",
+    "modified",
+    "extra",
+    "state",
+    "reason",
+    "attempts",
+    "image_id",
+    "bytes",
+    "seen_round",
+    "updated_at",
+)
+
+
+def _listed(file: ListedFile, unchanged: Mapping[str, int], seen_round: int) -> dict[str, Any]:
+    """The values of _LISTED_COLUMNS for a file a listing found (see `add_items`)."""
+    return {
+        "name": storable(file.name),
+        "path": storable(file.path),
+        "size": file.size,
+        "mime_type": storable(file.mime_type, 255),
+        "checksum": storable(file.checksum, 255),
+        "modified": file.modified,
+        # A refused file keeps its reason where a retry finds it (see process_item).
+        "extra": {REFUSED: file.refused} if file.refused else file.extra,
+        "state": "failed" if file.refused else "unchanged" if file.id in unchanged else "pending",
+        "reason": file.refused,
+        "attempts": 0,
+        "image_id": None if file.refused else unchanged.get(file.id),
+        "bytes": None,
+        "seen_round": seen_round,
+        "updated_at": utcnow(),
+    }
+
+
 def add_items(
     session: Session,
     import_id: str,
     files: Sequence[ListedFile],
     unchanged: Mapping[str, int] | None = None,
+    *,
+    seen_round: int = 0,
 ) -> list[ImportItem]:
     """Record listed files (idempotent per remote id) and return the ones still pending.
     Refused files (`ListedFile.refused`) are recorded as failed with their reason; the files
-    `unchanged` names (remote id -> the image an earlier import found) as unchanged."""
+    `unchanged` names (remote id -> the image an earlier import found) as unchanged.
+    `seen_round`: the import's round whose listing found them."""
     if not files:
         return []
     unchanged = unchanged or {}
     rows = [
-        {
-            "import_id": import_id,
-            "remote_id": f.id,
-            "name": storable(f.name),
-            "path": storable(f.path),
-            "size": f.size,
-            "mime_type": storable(f.mime_type, 255),
-            "checksum": storable(f.checksum, 255),
-            "modified": f.modified,
-            # A refused file keeps its reason where a retry finds it (see process_item).
-            "extra": {REFUSED: f.refused} if f.refused else f.extra,
-            "state": "failed" if f.refused else "unchanged" if f.id in unchanged else "pending",
-            "reason": f.refused,
-            "attempts": 0,
-            "image_id": None if f.refused else unchanged.get(f.id),
-            "updated_at": utcnow(),
-        }
+        {"import_id": import_id, "remote_id": f.id, **_listed(f, unchanged, seen_round)}
         for f in files
     ]
     statement = insert_unless_present(session, ImportItem, "import_id", "remote_id")
@@ -102,6 +129,99 @@ def add_items(
             )
         )
     )
+
+
+@dataclass(frozen=True)
+class RecordedFile:
+    """A file as its import recorded it, for a listing of the same import to compare."""
+
+    id: int
+    state: ItemState
+    checksum: str | None
+    size: int | None
+    modified: datetime | None
+    seen_round: int
+
+
+def recorded_files(
+    session: Session, import_id: str, remote_ids: Sequence[str]
+) -> dict[str, RecordedFile]:
+    """These files as the import recorded them, by remote id (one indexed look-up)."""
+    if not remote_ids:
+        return {}
+    rows = session.execute(
+        select(
+            ImportItem.remote_id,
+            ImportItem.id,
+            ImportItem.state,
+            ImportItem.checksum,
+            ImportItem.size,
+            ImportItem.modified,
+            ImportItem.seen_round,
+        ).where(ImportItem.import_id == import_id, ImportItem.remote_id.in_(remote_ids))
+    )
+    return {
+        remote_id: RecordedFile(item_id, state, checksum, size, modified, seen_round)
+        for remote_id, item_id, state, checksum, size, modified, seen_round in rows
+    }
+
+
+# The names of the new values differ from the columns': SQLAlchemy keeps those for itself.
+_RELIST_ITEM = (
+    update(ImportItem)
+    .where(ImportItem.id == bindparam("item_id"))
+    .values({column: bindparam(f"new_{column}") for column in _LISTED_COLUMNS})
+    .execution_options(synchronize_session=False)
+)
+
+
+def relist_items(
+    session: Session,
+    files: Sequence[tuple[int, ListedFile]],
+    unchanged: Mapping[str, int],
+    seen_round: int,
+) -> None:
+    """Record again, as `add_items` records a new file, files the import has already: each
+    (item id, file as listed now), to be imported again."""
+    if files:
+        # On the connection: one executemany of this UPDATE, not the ORM's bulk update.
+        session.connection().execute(
+            _RELIST_ITEM,
+            [
+                {
+                    "item_id": item_id,
+                    **{f"new_{k}": v for k, v in _listed(f, unchanged, seen_round).items()},
+                }
+                for item_id, f in files
+            ],
+        )
+
+
+def mark_seen(session: Session, item_ids: Sequence[int], seen_round: int) -> None:
+    """These items' files were found, as recorded, by the listing of round `seen_round`."""
+    if item_ids:
+        session.execute(
+            update(ImportItem)
+            .where(ImportItem.id.in_(item_ids))
+            .values(seen_round=seen_round)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def mark_gone(session: Session, import_id: str, seen_round: int) -> int:
+    """The import's files that the complete listing of round `seen_round` did not find are
+    gone; how many went now. They keep their image (pruning is a separate decision)."""
+    result = session.execute(
+        update(ImportItem)
+        .where(
+            ImportItem.import_id == import_id,
+            ImportItem.seen_round != seen_round,
+            ImportItem.state != "gone",
+        )
+        .values(state="gone", reason="The file is no longer in the folder.", updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return int(cast(CursorResult[Any], result).rowcount)
 
 
 @dataclass(frozen=True)

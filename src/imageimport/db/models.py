@@ -9,6 +9,7 @@ from typing import Any, Literal, get_args
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Enum,
     ForeignKey,
     Index,
@@ -22,8 +23,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from imageimport.db.types import UTCDateTime
 
 # unchanged: the file is as an earlier import of its folder found it, and is settled with that
-# import's image, without a download (see pipeline/unchanged.py).
-ItemState = Literal["pending", "done", "duplicate", "unchanged", "skipped", "failed", "cancelled"]
+# import's image, without a download (see pipeline/unchanged.py). gone: the last complete
+# listing of a sync round did not find the file any more (see pipeline/relist.py).
+ItemState = Literal[
+    "pending", "done", "duplicate", "unchanged", "skipped", "failed", "cancelled", "gone"
+]
 ITEM_STATES: tuple[str, ...] = get_args(ItemState)
 TERMINAL_ITEM_STATES = frozenset(ITEM_STATES) - {"pending"}
 ImportState = Literal[
@@ -37,6 +41,9 @@ ImportState = Literal[
 ]
 IMPORT_STATES: tuple[str, ...] = get_args(ImportState)
 TERMINAL_IMPORT_STATES = frozenset(IMPORT_STATES[3:])
+# What started a sync round (see ImportSync).
+SyncTrigger = Literal["api", "cli", "page", "schedule"]
+SYNC_TRIGGERS: tuple[str, ...] = get_args(SyncTrigger)
 
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -110,6 +117,9 @@ class ImportItem(Base):
         BigInteger().with_variant(Integer(), "sqlite"),
         ForeignKey("images.id", ondelete="SET NULL"),
     )
+    # The import's round (Import.round) whose listing last found the file: a sync round marks
+    # the files its complete listing did not find as gone.
+    seen_round: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
     __table_args__ = (
@@ -140,3 +150,28 @@ class Image(Base):
         ForeignKey("imports.id", ondelete="SET NULL"), index=True
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ImportSync(Base):
+    """One sync round of an import: its folder listed again into the same import. The round is
+    the import's `round` it set; the counters are what its listing found (added, changed,
+    unchanged, gone) and how many images its pruning deleted."""
+
+    __tablename__ = "import_syncs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    import_id: Mapped[str] = mapped_column(ForeignKey("imports.id", ondelete="CASCADE"))
+    round: Mapped[int] = mapped_column(Integer)
+    trigger: Mapped[SyncTrigger] = mapped_column(_states(SYNC_TRIGGERS, 16))
+    prune: Mapped[bool] = mapped_column(Boolean, default=False)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    listed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    added: Mapped[int] = mapped_column(Integer, default=0)
+    changed: Mapped[int] = mapped_column(Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    gone: Mapped[int] = mapped_column(Integer, default=0)
+    pruned: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("import_id", "round", name="uq_import_syncs_import_round"),)

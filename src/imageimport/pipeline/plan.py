@@ -1,16 +1,21 @@
 """List a folder and fan it out: record each file as an item and publish one job per item,
 page by page, so importing starts long before a big folder is fully listed. Files unchanged
-since an earlier import of the folder are settled as they are recorded, with no job."""
+since an earlier import of the folder are settled as they are recorded, with no job.
+
+A sync round lists the folder again into the same import (see `relist`): once its listing is
+complete, the files it did not find are gone, and with pruning their images are deleted."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import tenacity
 
 from imageimport import db
 from imageimport.errors import ImageImportError, TransientError
 from imageimport.pipeline.process import settle_import
+from imageimport.pipeline.relist import sort_listed
 from imageimport.pipeline.unchanged import unchanged_files
 from imageimport.queue.base import Job, JobQueue
 from imageimport.runtime import Runtime
@@ -23,16 +28,20 @@ BATCH_SIZE = 200
 LISTING_ATTEMPTS = 3
 
 
-def plan_import(runtime: Runtime, queue: JobQueue, import_id: str) -> str:
+def plan_import(
+    runtime: Runtime, queue: JobQueue, import_id: str, prune: Callable[[str], int]
+) -> str:
     """List and publish; returns the import's state afterwards. Running it again for the
     same import (e.g. after a crash mid-listing) publishes nothing twice: items are unique
-    per remote file and jobs carry a de-duplication id."""
+    per remote file and jobs carry a de-duplication id. `prune` deletes the images of an
+    import's gone files (the number deleted), for a sync round that asks for it."""
     with runtime.session() as session:
         record = db.begin_listing(session, import_id)
         if record is None:
             raise LookupError(f"import {import_id} does not exist")
         if record.state != "listing":
             return record.state
+        round_ = record.round
         source = runtime.source_for(record)
 
     try:
@@ -41,6 +50,16 @@ def plan_import(runtime: Runtime, queue: JobQueue, import_id: str) -> str:
         return _fail(runtime, import_id, error)
     if not listed:
         return "cancelled"
+
+    # The listing is complete: only now may a sync round call a file it did not find gone.
+    with runtime.session() as session:
+        sync = db.sync_round(session, import_id, round_)
+        if sync is not None:
+            db.note_listed(session, import_id, round_, db.mark_gone(session, import_id, round_))
+    if sync is not None and sync.prune:
+        pruned = prune(import_id)
+        with runtime.session() as session:
+            db.note_pruned(session, import_id, round_, pruned)
 
     with runtime.session() as session:
         db.advance_import(session, import_id, "importing")
@@ -96,9 +115,24 @@ def _publish(runtime: Runtime, queue: JobQueue, import_id: str, files: list[Remo
         record = db.get_import(session, import_id)
         if record is None or record.state == "cancelled":
             return False
-        unchanged = unchanged_files(session, record, files)
-        pending = db.add_items(session, import_id, files, unchanged)
-        jobs = [Job(import_id, item.id, item.remote_id, record.round) for item in pending]
+        round_ = record.round
+        recorded = db.recorded_files(session, import_id, [file.id for file in files])
+        found = sort_listed(files, recorded, round_)
+        unchanged = unchanged_files(session, record, found.new + [f for _, f in found.again])
+        db.relist_items(session, found.again, unchanged, round_)
+        db.mark_seen(session, found.seen, round_)
+        # Pending among all of them: also those this round recorded before a crash, whose
+        # jobs the queue drops if it has them already.
+        pending = db.add_items(session, import_id, files, unchanged, seen_round=round_)
+        db.count_listed(
+            session,
+            import_id,
+            round_,
+            added=found.added,
+            changed=found.changed,
+            unchanged=found.unchanged,
+        )
+        jobs = [Job(import_id, item.id, item.remote_id, round_) for item in pending]
     # Published only after the rows are committed, so a worker always finds its item.
     queue.publish(jobs)
     return True

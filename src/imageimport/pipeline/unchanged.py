@@ -9,6 +9,8 @@ are downloaded again, and found duplicates when their bytes are stored already."
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
 
 from imageimport import db
 from imageimport.db.models import Import
@@ -30,11 +32,22 @@ def unchanged_files(
     }
 
 
-def is_unchanged(file: RemoteFile, stored: db.StoredVersion) -> bool:
-    if file.checksum is not None or stored.checksum is not None:
-        return file.checksum == stored.checksum
+class Recorded(Protocol):
+    """A file as it was recorded: a `db.StoredVersion`, or a `db.RecordedFile` of its import."""
+
+    @property
+    def checksum(self) -> str | None: ...
+    @property
+    def size(self) -> int | None: ...
+    @property
+    def modified(self) -> datetime | None: ...
+
+
+def is_unchanged(file: RemoteFile, recorded: Recorded) -> bool:
+    if file.checksum is not None or recorded.checksum is not None:
+        return file.checksum == recorded.checksum
     return (
         file.size is not None
         and file.modified is not None
-        and (file.size, file.modified) == (stored.size, stored.modified)
+        and (file.size, file.modified) == (recorded.size, recorded.modified)
     )

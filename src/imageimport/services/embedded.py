@@ -1,5 +1,5 @@
-"""Run an import from start to end in this process and watch it: `imageimport import`, and
-`imageimport resume` without NATS.
+"""Run an import from start to end in this process and watch it: `imageimport import`,
+`imageimport sync`, and `imageimport resume` without NATS.
 
 With the in-process queue, this process also does the work; with NATS, workers elsewhere do
 it unless local workers are asked for."""
@@ -25,6 +25,7 @@ class Snapshot:
     state: str
     error: str | None
     counters: db.Counters
+    last_sync: db.SyncRound | None = None
 
     @property
     def finished(self) -> bool:
@@ -37,7 +38,11 @@ def snapshot(runtime: Runtime, import_id: str) -> Snapshot:
         if record is None:
             raise LookupError(f"import {import_id} does not exist")
         return Snapshot(
-            import_id, record.state, record.error, db.import_counters(session, import_id)
+            import_id,
+            record.state,
+            record.error,
+            db.import_counters(session, import_id),
+            db.last_sync(session, import_id),
         )
 
 
@@ -67,6 +72,28 @@ def run_import(
             import_id = importer.start(url)  # a bad URL fails here, before anything is recorded
         (result,) = _follow(
             runtime, importer, services.queue, [import_id], on_progress, poll_seconds
+        )
+        return result
+
+
+def run_sync(
+    runtime: Runtime,
+    import_id: str,
+    concurrency: int,
+    *,
+    prune: bool = False,
+    on_progress: Callable[[Snapshot], None] | None = None,
+    queue: JobQueue | None = None,
+    local_workers: bool = True,
+    poll_seconds: float = 0.2,
+) -> Snapshot:
+    """Run a sync round of a finished import (see `Importer.sync`) to its end. Raises
+    SyncRefused while the import runs, LookupError for an unknown one."""
+    workers = concurrency if local_workers else 0
+    with _services(runtime, queue or MemoryQueue(), workers) as services:
+        services.importer.sync(import_id, prune=prune, trigger="cli")
+        (result,) = _follow(
+            runtime, services.importer, services.queue, [import_id], on_progress, poll_seconds
         )
         return result
 

@@ -1,5 +1,6 @@
-"""Deleting stored images, rows and objects: one image through the API, or the images only
-one import found when the operator removes its resource."""
+"""Deleting stored images, rows and objects: one image through the API, the images only
+one import found when the operator removes its resource, or the images of an import's gone
+files when a sync round prunes them."""
 
 from __future__ import annotations
 
@@ -45,3 +46,8 @@ def delete_images(
                     exc_info=not isinstance(error, ImageImportError),
                 )
     return len(deleted)
+
+
+def prune_gone(runtime: Runtime, import_id: str) -> int:
+    """Delete the images of the import's gone files that no file still in a folder holds."""
+    return delete_images(runtime, db.gone_from(import_id))

@@ -22,10 +22,12 @@ from typing import Any
 
 from imageimport import db
 from imageimport.db.models import TERMINAL_IMPORT_STATES
+from imageimport.errors import SyncRefused
 from imageimport.pipeline.plan import plan_import
 from imageimport.queue.base import Job, JobQueue
 from imageimport.runtime import Runtime
 from imageimport.services.credentials import CredentialedRuntime, SecretRef
+from imageimport.services.images import prune_gone
 from imageimport.services.options import check_spec, import_options
 from imageimport.sources.registry import parse_folder_url
 
@@ -62,7 +64,7 @@ class Importer:
 
     def _plan(self, import_id: str) -> None:
         try:
-            plan_import(self.runtime, self.queue, import_id)
+            plan_import(self.runtime, self.queue, import_id, self._prune)
         except Exception as error:
             log.exception("planning import %s crashed", import_id)
             try:
@@ -74,6 +76,9 @@ class Importer:
                     )
             except Exception:
                 log.exception("cannot record the failure of import %s", import_id)
+
+    def _prune(self, import_id: str) -> int:
+        return prune_gone(self.runtime, import_id)
 
     def is_planning(self, import_id: str) -> bool:
         with self._lock:
@@ -122,6 +127,25 @@ class Importer:
                 db.finish_if_complete(session, import_id)
         return True
 
+    def sync(self, import_id: str, *, prune: bool = False, trigger: str = "api") -> int:
+        """Start a sync round of a finished import: its folder listed again into it (see
+        `pipeline.relist`); the round's number. With `prune`, the images of the files the
+        round finds gone are deleted, unless another file still holds them. `trigger`: what
+        asked for it ('api', 'cli', 'page', 'schedule'). Raises SyncRefused while a round or
+        the import itself runs, LookupError for an unknown import."""
+        if self.is_planning(import_id):
+            # Finished, but this process's planner has not returned yet (a cancelled listing).
+            raise _still_running(import_id)
+        with self.runtime.session() as session:
+            round_ = db.begin_sync(session, import_id, prune=prune, trigger=trigger)
+            if round_ is None:
+                if db.get_import(session, import_id) is None:
+                    raise LookupError(f"import {import_id} does not exist")
+                raise _still_running(import_id)
+        log.info("sync round %d of import %s (%s)", round_, import_id, trigger)
+        self.plan_in_background(import_id)
+        return round_
+
     def unfinished_import_of(self, url: str) -> str | None:
         """The latest import of this folder that has not finished, if any."""
         ref = parse_folder_url(url)
@@ -159,6 +183,12 @@ class Importer:
             threads = list(self._planners.values())
         for thread in threads:
             thread.join(timeout)
+
+
+def _still_running(import_id: str) -> SyncRefused:
+    return SyncRefused(
+        f"Import {import_id} is still running; a sync round can start once it has finished."
+    )
 
 
 # -- imports recorded for a resource (the ImageImport's uid as external id) ------------------

@@ -1,4 +1,4 @@
-"""/api/v1/imports: start, list, watch, cancel and retry imports."""
+"""/api/v1/imports: start, list, watch, cancel, retry and sync imports."""
 
 from __future__ import annotations
 
@@ -31,9 +31,10 @@ from imageimport.api.schemas import (
     ImportStatus,
     ItemOut,
     ItemPage,
+    SyncCreate,
 )
 from imageimport.db.models import TERMINAL_IMPORT_STATES, Import, ItemState
-from imageimport.errors import DatabaseError
+from imageimport.errors import DatabaseError, SyncRefused
 from imageimport.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -71,9 +72,9 @@ def load_import(session: db.Session, raw_id: str) -> Import:
 
 def import_view(session: db.Session, record: Import) -> ImportOut:
     counters = db.import_counters(session, record.id)
-    return ImportOut.model_validate(
-        ImportStatus(record, counters, db.latest_settled_path(session, record.id))
-    )
+    last_sync = db.last_sync(session, record.id)
+    current_file = db.latest_settled_path(session, record.id)
+    return ImportOut.model_validate(ImportStatus(record, counters, last_sync, current_file))
 
 
 def fresh_view(session: db.Session, import_id: str) -> ImportOut:
@@ -121,14 +122,18 @@ def list_imports(
         after = time_and_id_position(cursors.decode(cursor, "imports", {}))
     records = db.newest_imports(session, limit + 1, after)
     page, more = records[:limit], len(records) > limit
-    counters = db.counters(session, [r.id for r in page])  # one query for the whole page
+    # One query each for the whole page.
+    counters = db.counters(session, [r.id for r in page])
+    syncs = db.last_syncs(session, [r.id for r in page])
     next_cursor = None
     if more:
         last = page[-1]
         position = {"at": last.created_at.isoformat(), "id": last.id}
         next_cursor = cursors.encode("imports", position, {})
     return ImportPage(
-        items=[ImportOut.model_validate(ImportStatus(r, counters[r.id])) for r in page],
+        items=[
+            ImportOut.model_validate(ImportStatus(r, counters[r.id], syncs.get(r.id))) for r in page
+        ],
         next_cursor=next_cursor,
     )
 
@@ -227,6 +232,35 @@ def _nothing_to_retry(import_id: str, state: str) -> Problem:
         title="Nothing to retry",
         state=state,
     )
+
+
+@router.post(
+    "/{import_id}/sync",
+    status_code=202,
+    response_model=ImportOut,
+    summary="Sync a finished import with its folder",
+    responses=problem_responses(404, 409, 422),
+)
+def sync_import(
+    import_id: str, session: SessionDep, importer: ImporterDep, body: SyncCreate | None = None
+) -> ImportOut:
+    """Lists the folder again into the same import: new and changed files are imported,
+    unchanged ones are not downloaded, files no longer there become `gone` (and with
+    `prune`, their images are deleted unless another file holds them). One round at a time;
+    follow it like the import. The body is optional."""
+    record = load_import(session, import_id)
+    session.rollback()  # the importer changes the import through its own session
+    try:
+        importer.sync(record.id, prune=body.prune if body is not None else False)
+    except SyncRefused as error:
+        raise Problem(
+            409,
+            "sync-refused",
+            str(error),
+            title="Import still running",
+            state=fresh_view(session, record.id).state,
+        ) from None
+    return fresh_view(session, record.id)
 
 
 # -- events ------------------------------------------------------------------------------------

@@ -142,6 +142,8 @@ export const api = {
     request(`${base}/imports/${segment(id)}/items${query({ state: "failed", limit: 50, cursor })}`),
   cancelImport: (id) => request(`${base}/imports/${segment(id)}/cancel`, { method: "POST" }),
   retryImport: (id) => request(`${base}/imports/${segment(id)}/retry`, { method: "POST" }),
+  syncImport: (id, prune) =>
+    request(`${base}/imports/${segment(id)}/sync`, { method: "POST", body: { prune } }),
   listImages: ({ cursor, importId, limit = 60, signal } = {}) =>
     request(`${base}/images${query({ limit, cursor, import_id: importId })}`, { signal }),
 };

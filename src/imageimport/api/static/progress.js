@@ -5,6 +5,7 @@ import { byId, h, replaceChildren, safeUrl, show } from "./dom.js";
 import {
   formatBytes,
   formatCount,
+  formatDateTime,
   formatPercent,
   formatRate,
   isActive,
@@ -44,6 +45,10 @@ export class ProgressView {
       failedMore: byId("failed-more"),
       cancel: byId("cancel-button"),
       retry: byId("retry-button"),
+      sync: byId("sync-button"),
+      syncPrune: byId("sync-prune"),
+      syncPruneLabel: byId("sync-prune-label"),
+      syncSummary: byId("sync-summary"),
       actionError: byId("action-error"),
     };
     this.counters = Object.fromEntries(COUNTERS.map((name) => [name, byId(`count-${name}`)]));
@@ -56,6 +61,7 @@ export class ProgressView {
     this.failed = { shownCount: null, loading: false, dirty: false };
     this.el.cancel.addEventListener("click", () => this.cancel());
     this.el.retry.addEventListener("click", () => this.retry());
+    this.el.sync.addEventListener("click", () => this.sync());
   }
 
   /** Show the import `id` and follow its progress until it finishes. */
@@ -100,6 +106,10 @@ export class ProgressView {
     show(this.el.failedBox, false);
     show(this.el.cancel, false);
     show(this.el.retry, false);
+    show(this.el.sync, false);
+    show(this.el.syncPruneLabel, false);
+    this.el.syncPrune.checked = false;
+    show(this.el.syncSummary, false);
     show(this.el.actionError, false);
   }
 
@@ -225,6 +235,14 @@ export class ProgressView {
 
     show(el.cancel, isActive(snapshot.state));
     show(el.retry, isTerminal(snapshot.state) && (counters.failed ?? 0) > 0);
+    // Shown once the import has finished; while a round (or the import) runs, disabled.
+    const syncable = isTerminal(snapshot.state) || Boolean(snapshot.last_sync);
+    show(el.sync, syncable);
+    show(el.syncPruneLabel, syncable);
+    el.sync.disabled = !isTerminal(snapshot.state);
+    el.syncPrune.disabled = !isTerminal(snapshot.state);
+    el.syncSummary.textContent = syncSummary(snapshot.last_sync);
+    show(el.syncSummary, Boolean(snapshot.last_sync));
 
     if ((counters.failed ?? 0) !== this.failed.shownCount) this.loadFailed();
   }
@@ -325,6 +343,18 @@ export class ProgressView {
     }
   }
 
+  async sync() {
+    const prune = this.el.syncPrune.checked;
+    const snapshot = await this.act(this.el.sync, "Syncing…", () =>
+      api.syncImport(this.importId, prune),
+    );
+    if (snapshot) {
+      this.el.syncPrune.checked = false;
+      this.stop();
+      this.follow();
+    }
+  }
+
   async act(button, busyText, call) {
     const label = button.textContent;
     button.disabled = true;
@@ -339,10 +369,28 @@ export class ProgressView {
       show(this.el.actionError);
       return null;
     } finally {
-      button.disabled = false;
       button.textContent = label;
+      // The sync button stays disabled while the round it started runs.
+      button.disabled = button === this.el.sync && !isTerminal(this.snapshot?.state);
     }
   }
+}
+
+/** One line about an import's last sync round. */
+function syncSummary(sync) {
+  if (!sync) return "";
+  if (!sync.finished_at) {
+    return `Sync round ${sync.round} started ${formatDateTime(sync.started_at)}: running…`;
+  }
+  const parts = [
+    `${formatCount(sync.added)} added`,
+    `${formatCount(sync.changed)} changed`,
+    `${formatCount(sync.unchanged)} unchanged`,
+    `${formatCount(sync.gone)} gone`,
+  ];
+  if (sync.prune) parts.push(`${plural(sync.pruned, "image")} deleted`);
+  const error = sync.error ? ` ${sync.error}` : "";
+  return `Last sync, ${formatDateTime(sync.finished_at)}: ${parts.join(", ")}.${error}`;
 }
 
 function failedItem(item) {
