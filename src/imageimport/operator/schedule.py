@@ -70,18 +70,13 @@ def next_sync_time(spec: SyncSpec, last_start: datetime, now: datetime) -> datet
     if spec.interval is not None:
         missed = (now - last_start) // spec.interval
         return last_start + max(missed, 1) * spec.interval
-    assert spec.schedule is not None
-    first = _fire_after(spec, last_start)
+    assert spec.schedule is not None  # from_spec makes sure it has one of the two
+    zone = spec.time_zone
+    first: datetime = croniter(spec.schedule, last_start.astimezone(zone)).get_next(datetime)
     if first > now:
-        return first
-    latest = croniter(spec.schedule, now.astimezone(spec.time_zone)).get_prev(datetime)
-    return max(first, latest.astimezone(UTC))
-
-
-def _fire_after(spec: SyncSpec, moment: datetime) -> datetime:
-    assert spec.schedule is not None
-    fire: datetime = croniter(spec.schedule, moment.astimezone(spec.time_zone)).get_next(datetime)
-    return fire.astimezone(UTC)
+        return first.astimezone(UTC)
+    latest: datetime = croniter(spec.schedule, now.astimezone(zone)).get_prev(datetime)
+    return max(first, latest).astimezone(UTC)
 
 
 def _interval(value: Any) -> timedelta:
