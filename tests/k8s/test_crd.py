@@ -124,10 +124,17 @@ def _resolve(schema: dict[str, Any], json_path: str) -> dict[str, Any]:
     return node
 
 
-def test_kubectl_get_shows_phase_counters_and_age() -> None:
+def test_kubectl_get_shows_phase_counters_last_sync_and_age() -> None:
     (version,) = imageimport_crd()["spec"]["versions"]
     columns = [c for c in version["additionalPrinterColumns"] if c.get("priority", 0) == 0]
-    assert [c["name"] for c in columns] == ["Phase", "Imported", "Failed", "Discovered", "Age"]
+    assert [c["name"] for c in columns] == [
+        "Phase",
+        "Imported",
+        "Failed",
+        "Discovered",
+        "Last Sync",
+        "Age",
+    ]
     schema = version["schema"]["openAPIV3Schema"]
     for column in columns:
         if column["name"] == "Age":
@@ -138,14 +145,23 @@ def test_kubectl_get_shows_phase_counters_and_age() -> None:
             }
             continue
         # The column's path exists in the schema, with the column's type.
-        assert _resolve(schema, column["jsonPath"])["type"] == column["type"]
+        node = _resolve(schema, column["jsonPath"])
+        if column["type"] == "date":
+            assert (node["type"], node["format"]) == ("string", "date-time")
+        else:
+            assert node["type"] == column["type"]
 
 
-def test_spec_is_immutable_through_a_cel_rule() -> None:
+def test_source_and_options_are_immutable_through_cel_rules_and_sync_is_not() -> None:
     spec = crd_version_schema(imageimport_crd(), "v1alpha1")["properties"]["spec"]
-    rules = spec["x-kubernetes-validations"]
-    assert [r["rule"] for r in rules] == ["self == oldSelf"]
-    assert "immutable" in rules[0]["message"]
+    assert "x-kubernetes-validations" not in spec
+    for field in ("source", "options"):
+        rules = spec["properties"][field]["x-kubernetes-validations"]
+        assert [r["rule"] for r in rules] == ["self == oldSelf"]
+        assert f"spec.{field} is immutable" in rules[0]["message"]
+    # suspend must be toggleable: no rule of spec.sync compares it with the old one.
+    for rule in spec["properties"]["sync"]["x-kubernetes-validations"]:
+        assert "oldSelf" not in rule["rule"]
 
 
 def _walk(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
@@ -227,6 +243,13 @@ def test_an_import_gets_the_option_defaults() -> None:
     obj = import_with({"source": {"url": FOLDER_LINKS[0]}})
     defaulted = validate_custom_resource(obj, imageimport_crd())
     assert defaulted["spec"]["options"] == {"deleteImagesOnRemoval": False}
+    assert "sync" not in defaulted["spec"]  # no sync rounds unless asked for
+
+
+def test_a_sync_gets_its_defaults() -> None:
+    obj = import_with({"source": {"url": FOLDER_LINKS[0]}, "sync": {"interval": "6h"}})
+    defaulted = validate_custom_resource(obj, imageimport_crd())
+    assert defaulted["spec"]["sync"] == {"interval": "6h", "suspend": False, "prune": False}
 
 
 FULL_SPEC = {
@@ -235,6 +258,7 @@ FULL_SPEC = {
         "credentialsSecretRef": {"name": "dropbox-app", "keys": {"dropboxAppKey": "key"}},
     },
     "options": {"maxFileSizeBytes": 10_000_000_000, "deleteImagesOnRemoval": True},
+    "sync": {"schedule": "0 3 * * *", "timeZone": "Europe/Berlin", "suspend": False, "prune": True},
 }
 FULL_STATUS = {
     "phase": "CompletedWithFailures",
@@ -244,6 +268,13 @@ FULL_STATUS = {
     "startedAt": "2025-01-01T10:00:00Z",
     "completedAt": "2025-01-01T10:05:00Z",
     "observedGeneration": 1,
+    "sync": {
+        "lastSyncTime": "2025-01-01T10:00:00Z",
+        "lastSyncRound": 2,
+        "lastSyncResult": {"added": 1, "changed": 1, "unchanged": 7, "gone": 1, "pruned": 1},
+        "nextSyncTime": "2025-01-02T02:00:00Z",
+        "suspended": False,
+    },
     "message": "7 images imported; 1 file failed.",
     "conditions": [
         {
@@ -260,9 +291,11 @@ FULL_STATUS = {
 
 def test_the_spec_offers_what_the_operator_honours_and_nothing_else() -> None:
     spec = crd_version_schema(imageimport_crd(), "v1alpha1")["properties"]["spec"]
-    assert set(spec["properties"]) == {"source", "options"}
+    assert set(spec["properties"]) == {"source", "options", "sync"}
     assert set(spec["properties"]["source"]["properties"]) == {"url", "credentialsSecretRef"}
     assert set(spec["properties"]["options"]["properties"]) == set(SPEC_OPTIONS)
+    sync = spec["properties"]["sync"]["properties"]
+    assert set(sync) == {"interval", "schedule", "timeZone", "suspend", "prune"}
 
 
 def test_a_full_resource_with_status_is_accepted() -> None:
@@ -306,6 +339,15 @@ _DELETE = object()
         ("spec.options.concurrency", 4),
         ("spec.source.credentialsSecretRef.name", "Not A Name"),
         ("spec.source.credentialsSecretRef", {"keys": {}}),
+        ("spec.sync.interval", "6 hours"),
+        ("spec.sync.interval", 3600),
+        ("spec.sync.schedule", "@every 1h"),
+        ("spec.sync.schedule", "0 3 * *"),
+        ("spec.sync.suspend", "yes"),
+        ("spec.sync.concurrencyPolicy", "Allow"),
+        ("status.sync.lastSyncResult.added", -1),
+        ("status.sync.lastSyncRound", 0),
+        ("status.sync.nextRun", "2025-01-02T02:00:00Z"),
         ("status.phase", "Running"),
         ("status.counters.imported", -1),
         ("status.conditions", [{"type": "Complete", "status": "Maybe"}]),

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 import yaml
 
+from imageimport.operator.schedule import SyncSpec
 from imageimport.services.options import check_spec
 from imageimport.settings import Settings
 from imageimport.sources.registry import parse_folder_url
@@ -16,6 +17,7 @@ from tests.k8s.manifests import CHART, EXAMPLES, load_file, object_id, validate_
 EXAMPLE_FILES = {
     "drive-public.yaml": ("gdrive", set()),
     "drive-with-api-key.yaml": ("gdrive", {"GOOGLE_API_KEY"}),
+    "drive-synced.yaml": ("gdrive", set()),
     "dropbox-public.yaml": ("dropbox", set()),
     "dropbox-with-credentials.yaml": (
         "dropbox",
@@ -65,3 +67,11 @@ def test_the_operator_of_a_default_install_accepts_the_example(
     )
     (resource,) = [d for d in load_file(EXAMPLES / filename) if d["kind"] == "ImageImport"]
     check_spec(resource["spec"], settings)
+    if "sync" in resource["spec"]:
+        SyncSpec.from_spec(resource["spec"]["sync"])
+
+
+def test_an_example_syncs_on_a_schedule() -> None:
+    (resource,) = load_file(EXAMPLES / "drive-synced.yaml")
+    sync = SyncSpec.from_spec(resource["spec"]["sync"])
+    assert (sync.schedule, str(sync.time_zone), sync.prune) == ("0 3 * * *", "Europe/Berlin", True)

@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +68,22 @@ class Stack:
     def custom_objects(self) -> Any:
         return client.CustomObjectsApi(self.kube.api_client())
 
-    def start_operator(self, progress_seconds: float = 0.5) -> InProcessOperator:
+    def start_operator(
+        self,
+        progress_seconds: float = 0.5,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> InProcessOperator:
+        """An operator in this process; its timers all tick every `progress_seconds`, and
+        `clock` is its "now" for sync schedules (a test moves it rather than wait hours)."""
         runtime = CredentialedRuntime(
             self.settings, reader=KubernetesSecretReader(self.kube.api_client())
         )
         queue = NatsQueue(self.settings.nats_url or "", self.settings.max_deliver)
         operator = InProcessOperator(runtime, queue, Importer(runtime, queue))
         self.operators.append(operator)
-        context = OperatorContext(runtime, operator.importer, resync_seconds=progress_seconds)
+        context = OperatorContext(
+            runtime, operator.importer, resync_seconds=progress_seconds, clock=clock
+        )
         memo = kopf.Memo(context=context)
         self.kube.start_operator(memo, [NAMESPACE], progress_seconds)
         return operator

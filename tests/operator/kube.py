@@ -274,9 +274,13 @@ class KubeHarness:
         def login(**_: Any) -> kopf.ConnectionInfo:
             return kopf.ConnectionInfo(server=url, insecure=True)
 
-        # Finished resources are checked for retries as often as running ones for progress.
+        # Finished resources are checked for retries, and resources with spec.sync for a round
+        # that is due, as often as running ones for progress.
         registry = make_registry(
-            progress_seconds=progress_seconds, resync_seconds=progress_seconds, login=login
+            progress_seconds=progress_seconds,
+            resync_seconds=progress_seconds,
+            sync_seconds=progress_seconds,
+            login=login,
         )
         settings = make_settings()
         # Cancelling the task must never SIGKILL the test process later.

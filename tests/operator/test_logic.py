@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -437,6 +437,119 @@ def test_a_failed_listing_says_why(world: World) -> None:
         "Importing": ("False", "Failed"),
     }
     assert status["observedGeneration"] == 3
+
+
+# -- sync rounds on a schedule -------------------------------------------------------------------
+
+
+def _finished_import(runtime: CredentialedRuntime, uid: str) -> tuple[str, datetime]:
+    """An import of FOLDER_A that has ended, recorded with ids the folder does not have (as
+    if its files had been replaced since); its id and creation time."""
+    import_id = record_import(runtime, uid, spec(FOLDER_A), namespace=NAMESPACE, name="s")
+    files = [RemoteFile(id=f"old{i}", name=f"{i}.png", path=f"{i}.png", size=100) for i in range(3)]
+    with runtime.session() as session:
+        db.advance_import(session, import_id, "listing")
+        db.add_items(session, import_id, files)
+        db.advance_import(session, import_id, "importing")
+    _settle(runtime, import_id, ["done", "done", "done"])
+    with runtime.session() as session:
+        assert db.finish_if_complete(session, import_id) == "succeeded"
+        record = db.get_import(session, import_id)
+        assert record is not None
+        return import_id, record.created_at
+
+
+def _sync_status(runtime: CredentialedRuntime, import_id: str, sync: dict, now: datetime) -> Any:
+    return logic.status_for(runtime, import_id, 1, now=now, sync=sync)["sync"]
+
+
+def test_a_sync_round_starts_when_due_one_at_a_time(world: World) -> None:
+    """No workers: a round's files stay pending, so it runs until the test settles them."""
+    runtime = world.runtime()
+    importer = world.importer(runtime)
+    import_id, created = _finished_import(runtime, "uid-s1")
+    hourly = {"interval": "1h", "prune": True}
+    hour = timedelta(hours=1)
+
+    # The first round is due an interval after the import was created.
+    soon = created + timedelta(minutes=59)
+    assert logic.sync_if_due(runtime, importer, import_id, hourly, soon) is None
+    assert _sync_status(runtime, import_id, hourly, soon) == {
+        "suspended": False,
+        "nextSyncTime": logic.rfc3339(created + hour),
+    }
+    # Suspended: no round, however late, and no next time.
+    late = created + timedelta(hours=5, minutes=30)
+    suspended = {**hourly, "suspend": True}
+    assert logic.sync_if_due(runtime, importer, import_id, suspended, late) is None
+    assert _sync_status(runtime, import_id, suspended, late) == {"suspended": True}
+    assert rows(runtime) == [(import_id, "uid-s1", "succeeded")]
+
+    # Five fire times were missed: one round.
+    assert logic.sync_if_due(runtime, importer, import_id, hourly, late) == 1
+    # Due again by an hour later, but the round still runs: nothing starts.
+    later = late + hour
+    assert logic.sync_if_due(runtime, importer, import_id, hourly, later) is None
+    importer.wait(30)
+    with runtime.session() as session:
+        first = db.last_sync(session, import_id)
+    assert first is not None
+    assert (first.round, first.trigger, first.prune) == (1, "schedule", True)
+    status = logic.status_for(runtime, import_id, 1, now=later, sync=hourly)
+    assert status["phase"] == "Importing"
+    assert status["sync"] == {
+        "suspended": False,
+        "lastSyncTime": logic.rfc3339(first.started_at),
+        "lastSyncRound": 1,
+        "lastSyncResult": {"added": 2, "changed": 0, "unchanged": 0, "gone": 3, "pruned": 0},
+        # The fire time missed last, due as soon as the round ends.
+        "nextSyncTime": logic.rfc3339(first.started_at + (later - first.started_at) // hour * hour),
+    }
+
+    # The round ends: the one due meanwhile starts at once.
+    _settle(runtime, import_id, ["done", "done"])
+    with runtime.session() as session:
+        assert db.finish_if_complete(session, import_id) == "succeeded"
+    assert logic.sync_if_due(runtime, importer, import_id, hourly, later) == 2
+    importer.wait(30)
+    with runtime.session() as session:
+        second = db.last_sync(session, import_id)
+    assert second is not None and (second.round, second.trigger) == (2, "schedule")
+
+
+def test_a_sync_spec_that_cannot_be_followed_is_reported_and_starts_nothing(
+    world: World,
+) -> None:
+    runtime = world.runtime()
+    importer = world.importer(runtime)
+    import_id, created = _finished_import(runtime, "uid-s2")
+    wrong = {"schedule": "0 25 * * *"}
+    much_later = created + timedelta(days=30)
+    assert logic.sync_if_due(runtime, importer, import_id, wrong, much_later) is None
+    status = _sync_status(runtime, import_id, wrong, much_later)
+    assert status["suspended"] is False and "nextSyncTime" not in status
+    assert status["error"].startswith("spec.sync.schedule is '0 25 * * *', but it must be a cron")
+    assert rows(runtime) == [(import_id, "uid-s2", "succeeded")]
+    # Without spec.sync, no status.sync.
+    assert "sync" not in logic.status_for(runtime, import_id, 1)
+
+
+def test_a_round_started_through_the_api_shows_without_spec_sync(world: World) -> None:
+    runtime = world.runtime()
+    importer = world.importer(runtime)
+    import_id, _ = _finished_import(runtime, "uid-s3")
+    assert importer.sync(import_id, trigger="api") == 1
+    importer.wait(30)
+    with runtime.session() as session:
+        round_ = db.last_sync(session, import_id)
+    assert round_ is not None
+    status = logic.status_for(runtime, import_id, 1)
+    assert status["phase"] == "Importing"  # no workers: the two files it found wait
+    assert status["sync"] == {
+        "lastSyncTime": logic.rfc3339(round_.started_at),
+        "lastSyncRound": 1,
+        "lastSyncResult": {"added": 2, "changed": 0, "unchanged": 0, "gone": 3, "pruned": 0},
+    }
 
 
 # -- removal -----------------------------------------------------------------------------------

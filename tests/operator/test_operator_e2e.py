@@ -7,17 +7,21 @@ from __future__ import annotations
 import base64
 import signal
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
-from imageimport.db.models import Image, Import, ImportItem
+from imageimport.db.models import Image, Import, ImportItem, ImportSync
+from imageimport.operator.logic import rfc3339
 from tests.distributed.cluster import stream_last_sequence
 from tests.distributed.test_distributed import stored_keys
 from tests.fakes.folder import FakeFile, FakeFolder, big_folder, make_image
 from tests.fakes.server import Fault
 from tests.operator.conftest import NAMESPACE, TERMINAL, Stack
+from tests.operator.kube import GROUP, PLURAL, VERSION
 
 FINALIZER = "imageimport.dev/finalizer"
 
@@ -251,6 +255,138 @@ def test_a_new_resource_for_the_same_folder_fetches_and_queues_only_the_changed_
     assert downloads() == fetched + 1
     # The unchanged files were settled while listing: only the changed one was queued.
     assert stream_last_sequence(stack.cluster.nats_url) == 5
+
+
+class Clock:
+    """The operator's "now" for sync schedules, moved by the test (rounds are an hour apart)."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def last_round_start(stack: Stack, uid: str) -> datetime:
+    """When the import's last sync round started, or, before any, when it was created: what
+    an interval counts from (read to the microsecond; the status shows whole seconds)."""
+    with stack.cluster.engine.connect() as connection:
+        import_id, created = connection.execute(
+            select(Import.id, Import.created_at).where(Import.external_id == uid)
+        ).one()
+        started = connection.scalar(
+            select(func.max(ImportSync.started_at)).where(ImportSync.import_id == import_id)
+        )
+    moment = started or created
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def sync_rounds(stack: Stack, uid: str) -> list[tuple[int, str]]:
+    with stack.cluster.engine.connect() as connection:
+        return [
+            (row.round, row.trigger)
+            for row in connection.execute(
+                select(ImportSync.round, ImportSync.trigger)
+                .join(Import, Import.id == ImportSync.import_id)
+                .where(Import.external_id == uid)
+                .order_by(ImportSync.round)
+            )
+        ]
+
+
+def test_spec_sync_lists_the_folder_again_on_schedule_and_suspend_stops_it(
+    stack_factory: Any, s3_server: Any
+) -> None:
+    files = [
+        FakeFile(f"s-{i}.png", make_image(30 + i, 20, "PNG", seed=760 + i), "image/png")
+        for i in range(3)
+    ]
+    folder = FakeFolder("synced", list(files))
+    stack: Stack = stack_factory(folder)
+    fake = stack.route.server.app.app.state.drive  # type: ignore[attr-defined]
+
+    def downloads() -> int:
+        return sum(r.params.get("alt") == "media" for r in fake.requests)
+
+    def round_over(number: int) -> Callable[[dict[str, Any] | None], bool]:
+        def over(obj: dict[str, Any] | None) -> bool:
+            status = (obj or {}).get("status") or {}
+            return (
+                status.get("sync", {}).get("lastSyncRound") == number
+                and status.get("phase") in TERMINAL
+            )
+
+        return over
+
+    stack.cluster.start_worker(concurrency=2)
+    clock = Clock()
+    stack.start_operator(clock=clock)
+    hour = timedelta(hours=1)
+    uid = stack.create("synced", sync={"interval": "1h", "prune": True})["metadata"]["uid"]
+    first = stack.wait_for_phase("synced", TERMINAL)["status"]
+    assert first["phase"] == "Succeeded" and first["counters"]["imported"] == 3, first
+    created = last_round_start(stack, uid)
+    assert first["sync"] == {"suspended": False, "nextSyncTime": rfc3339(created + hour)}
+    assert downloads() == 3
+
+    # A file changed, one added and one removed at the source; an hour later, round 1.
+    files[0].overwrite(make_image(44, 20, "PNG", seed=769))
+    fake.add(folder, FakeFile("s-new.png", make_image(45, 20, "PNG", seed=770), "image/png"))
+    fake.remove(files[1])
+    clock.now = created + hour
+    one = stack.wait_for("synced", round_over(1))
+    assert one is not None
+    status = one["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["importId"] == first["importId"]  # the same import, listed again
+    started = last_round_start(stack, uid)
+    assert status["sync"] == {
+        "suspended": False,
+        "lastSyncTime": rfc3339(started),
+        "lastSyncRound": 1,
+        "lastSyncResult": {"added": 1, "changed": 1, "unchanged": 1, "gone": 1, "pruned": 1},
+        "nextSyncTime": rfc3339(started + hour),
+    }
+    assert status["counters"]["discovered"] == 3
+    assert downloads() == 5  # the changed file and the new one
+    seen = phases(stack.kube.history(NAMESPACE, "synced"))
+    assert seen[:4] == ["Listing", "Importing", "Succeeded", "Listing"] and seen[-1] == "Succeeded"
+    assert "Syncing" in events_for(stack, uid) and "Retrying" not in events_for(stack, uid)
+
+    # Round 2 an hour after round 1 started: nothing changed, nothing downloaded.
+    clock.now = started + hour
+    two = stack.wait_for("synced", round_over(2))
+    assert two is not None
+    assert two["status"]["sync"]["lastSyncResult"] == {
+        "added": 0, "changed": 0, "unchanged": 3, "gone": 0, "pruned": 0,
+    }  # fmt: skip
+    assert downloads() == 5
+
+    # Suspended: status.sync says so at once, and the round due an hour later does not start.
+    stack.custom_objects.patch_namespaced_custom_object(
+        GROUP, VERSION, NAMESPACE, PLURAL, "synced", {"spec": {"sync": {"suspend": True}}}
+    )
+    suspended = stack.wait_for(
+        "synced", lambda obj: bool(obj) and obj["status"]["sync"]["suspended"] is True
+    )
+    assert suspended is not None and "nextSyncTime" not in suspended["status"]["sync"]
+    due = last_round_start(stack, uid) + hour
+    clock.now = due
+    time.sleep(3)  # six ticks of the sync timer
+    assert sync_rounds(stack, uid) == [(1, "schedule"), (2, "schedule")]
+    assert stack.get("synced")["status"]["phase"] == "Succeeded"  # type: ignore[index]
+
+    # Resumed: the round it missed starts at once, and one only.
+    stack.custom_objects.patch_namespaced_custom_object(
+        GROUP, VERSION, NAMESPACE, PLURAL, "synced", {"spec": {"sync": {"suspend": False}}}
+    )
+    three = stack.wait_for("synced", round_over(3))
+    assert three is not None
+    assert three["status"]["sync"]["nextSyncTime"] == rfc3339(last_round_start(stack, uid) + hour)
+    assert sync_rounds(stack, uid) == [(1, "schedule"), (2, "schedule"), (3, "schedule")]
+    assert [(row[0], row[1]) for row in import_rows(stack, uid)] == [
+        (first["importId"], "succeeded")
+    ]
 
 
 def test_deleting_mid_import_cancels_the_rest_and_keeps_the_images(stack_factory: Any) -> None:

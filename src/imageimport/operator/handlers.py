@@ -7,6 +7,9 @@
 - a slow timer while the phase is final: an import moves on from a final state only when its
   failed files are retried (POST /api/v1/imports/{id}/retry); it then writes the new phase,
   which starts the first timer again. These timers share one read of every import's phase.
+- a sync timer for resources with `spec.sync` that is not suspended: starts the sync round
+  that is due (`logic.sync_if_due`), which moves the phase back to Listing.
+- an update of `spec.sync` (the rest of the spec is immutable): status.sync says so at once.
 - delete (with the finalizer `imageimport.dev/finalizer`): cancel what is outstanding, delete
   the images when spec.options.deleteImagesOnRemoval.
 
@@ -25,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -40,7 +44,12 @@ FINALIZER = "imageimport.dev/finalizer"
 ANNOTATIONS_PREFIX = "imageimport.dev"
 PROGRESS_SECONDS = 3.0
 RESYNC_SECONDS = 30.0
+SYNC_SECONDS = 15.0  # how often a resource with spec.sync is checked for a round that is due
 SECRET_RETRY_SECONDS = 15.0
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -50,6 +59,7 @@ class OperatorContext:
     runtime: CredentialedRuntime
     importer: Importer
     resync_seconds: float = RESYNC_SECONDS
+    clock: Callable[[], datetime] = _utc_now  # "now" for status and schedules (tests move it)
     _phases: dict[str, str] = field(default_factory=dict, init=False)
     _phases_read_at: float = field(default=-math.inf, init=False)
     _phases_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
@@ -81,6 +91,7 @@ def make_settings() -> kopf.OperatorSettings:
 def make_registry(
     progress_seconds: float = PROGRESS_SECONDS,
     resync_seconds: float = RESYNC_SECONDS,
+    sync_seconds: float = SYNC_SECONDS,
     login: Callable[..., Any] = kopf.login_via_client,
 ) -> kopf.OperatorRegistry:
     """A registry with every handler. The default login is Kopf's own: the pod's service
@@ -106,6 +117,15 @@ def make_registry(
         when=finished_import,
         registry=registry,
     )(resync)
+    kopf.timer(
+        *resource,
+        id="sync",
+        interval=sync_seconds,
+        initial_delay=sync_seconds,
+        when=scheduled_sync,
+        registry=registry,
+    )(sync)
+    kopf.on.update(*resource, id="sync-spec", field="spec.sync", registry=registry)(progress)
     kopf.on.delete(*resource, id="remove", registry=registry)(remove)
     return registry
 
@@ -117,6 +137,12 @@ def in_progress(status: Mapping[str, Any], **_: Any) -> bool:
 def finished_import(status: Mapping[str, Any], **_: Any) -> bool:
     """Final, with an import behind it (a rejected spec has none: nothing can reopen it)."""
     return status.get("phase") in logic.TERMINAL_PHASES and bool(status.get("importId"))
+
+
+def scheduled_sync(spec: Mapping[str, Any], status: Mapping[str, Any], **_: Any) -> bool:
+    """spec.sync, not suspended, with an import behind it."""
+    sync = spec.get("sync") or {}
+    return bool(sync) and not sync.get("suspend") and bool(status.get("importId"))
 
 
 # -- handlers ------------------------------------------------------------------------------------
@@ -159,7 +185,9 @@ def start(
         _write(patch, status, logic.waiting_status(str(error), generation, previous))
         kopf.warn(body, reason="WaitingForSecret", message=str(error))
         raise kopf.TemporaryError(str(error), delay=SECRET_RETRY_SECONDS) from error
-    new = logic.status_for(context.runtime, import_id, generation, previous)
+    new = logic.status_for(
+        context.runtime, import_id, generation, previous, context.clock(), spec.get("sync")
+    )
     _write(patch, status, new)
     if status.get("importId") != import_id:
         url = spec["source"]["url"]
@@ -168,6 +196,7 @@ def start(
 
 
 def progress(
+    spec: Mapping[str, Any],
     meta: Mapping[str, Any],
     status: Mapping[str, Any],
     uid: str,
@@ -181,7 +210,12 @@ def progress(
     if import_id is None:
         return  # the start handler has not recorded it yet (e.g. it waits for a Secret)
     new = logic.status_for(
-        context.runtime, import_id, meta.get("generation"), status.get("conditions")
+        context.runtime,
+        import_id,
+        meta.get("generation"),
+        status.get("conditions"),
+        context.clock(),
+        spec.get("sync"),
     )
     _write(patch, status, new)
     _announce(body, status, new)
@@ -191,6 +225,18 @@ def resync(status: Mapping[str, Any], memo: Any, **kwargs: Any) -> None:
     """A final phase the database no longer has: write the status as the progress timer does."""
     if memo.context.phase_of(status["importId"]) != status.get("phase"):
         progress(status=status, memo=memo, **kwargs)
+
+
+def sync(
+    spec: Mapping[str, Any], status: Mapping[str, Any], body: Any, memo: Any, **kwargs: Any
+) -> None:
+    """A sync round when spec.sync wants one; the status then shows it listing."""
+    context: OperatorContext = memo.context
+    round_ = logic.sync_if_due(
+        context.runtime, context.importer, status["importId"], spec["sync"], context.clock()
+    )
+    if round_ is not None:
+        progress(spec=spec, status=status, body=body, memo=memo, **kwargs)
 
 
 def remove(spec: Mapping[str, Any], uid: str, body: Any, memo: Any, **_: Any) -> None:
@@ -227,13 +273,22 @@ def _read_credentials(
 
 
 def _write(patch: kopf.Patch, current: Mapping[str, Any], new: Mapping[str, Any]) -> None:
-    """Only what changed, and remove what no longer applies (e.g. completedAt after a retry)."""
+    """Only what changed, and remove what no longer applies (e.g. completedAt after a retry,
+    status.sync.nextSyncTime once suspended): a status patch is a JSON merge patch."""
     for key, value in new.items():
         if current.get(key) != value:
-            patch.status[key] = value
-    for key in ("startedAt", "completedAt", "importId"):
+            patch.status[key] = _merge_patch(current.get(key), value)
+    for key in ("startedAt", "completedAt", "importId", "sync"):
         if key in current and key not in new:
             patch.status[key] = None
+
+
+def _merge_patch(current: Any, new: Any) -> Any:
+    """`new` as a merge patch over `current`: keys that went away become None."""
+    if not (isinstance(current, Mapping) and isinstance(new, Mapping)):
+        return new
+    gone = {key: None for key in current if key not in new}
+    return {**gone, **{key: _merge_patch(current.get(key), value) for key, value in new.items()}}
 
 
 def _announce(body: Any, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
@@ -243,8 +298,13 @@ def _announce(body: Any, old: Mapping[str, Any], new: Mapping[str, Any]) -> None
     if old.get("phase") == phase:
         return
     message = new["message"]
+    round_ = new.get("sync", {}).get("lastSyncRound")
     if old.get("phase") in logic.TERMINAL_PHASES and phase not in logic.TERMINAL_PHASES:
-        kopf.info(body, reason="Retrying", message="Failed files are tried again. " + message)
+        if round_ != old.get("sync", {}).get("lastSyncRound"):
+            reason, what = "Syncing", f"Sync round {round_}: the folder is listed again. "
+        else:
+            reason, what = "Retrying", "Failed files are tried again. "
+        kopf.info(body, reason=reason, message=what + message)
     elif phase == "Importing":
         kopf.info(body, reason="Importing", message="The folder is listed. " + message)
     elif phase == "Succeeded":

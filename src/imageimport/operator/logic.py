@@ -4,6 +4,7 @@ calls), so it can be tested against a database and a queue alone.
 - Recording the import under the resource's uid and having it listed is
   `imageimport.services.imports.ensure_import`, which the API's Kubernetes mode shares.
 - `status_for` is the resource's `status`, derived from the database every time.
+- `sync_if_due` starts the sync round `spec.sync` asks for, when it is due (see `schedule`).
 - `finalize` runs when the resource is deleted.
 """
 
@@ -15,6 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from imageimport import db
+from imageimport.errors import SyncRefused
+from imageimport.operator.schedule import SyncSpec, SyncSpecError, next_sync_time
 from imageimport.runtime import Runtime
 from imageimport.services import images
 from imageimport.services.imports import Importer, import_id_for
@@ -53,16 +56,22 @@ def status_for(
     generation: int | None,
     previous_conditions: Sequence[Mapping[str, Any]] | None = None,
     now: datetime | None = None,
+    sync: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The resource's status for the import as the database has it now. Conditions keep
-    their lastTransitionTime unless their status changes."""
+    their lastTransitionTime unless their status changes. `status.sync` says how the last
+    sync round went (whatever started it) and, with the resource's `spec.sync`, when the next
+    one is."""
+    now = now or datetime.now(UTC)
     with runtime.session() as session:
         record = db.get_import(session, import_id)
         if record is None:
             raise LookupError(f"import {import_id} does not exist")
         counters = db.import_counters(session, import_id)
+        last_sync = db.last_sync(session, import_id)
         state, error = record.state, record.error
         started_at, finished_at = record.started_at, record.finished_at
+        created_at = record.created_at
     phase = PHASES[state]
     message = _message(phase, import_id, error, counters)
     status: dict[str, Any] = {
@@ -91,7 +100,65 @@ def status_for(
         status["startedAt"] = rfc3339(started_at)
     if finished_at is not None:
         status["completedAt"] = rfc3339(finished_at)
+    if sync is not None or last_sync is not None:
+        status["sync"] = _sync_status(sync, last_sync, created_at, now)
     return status
+
+
+def _sync_status(
+    sync: Mapping[str, Any] | None, last: db.SyncRound | None, created_at: datetime, now: datetime
+) -> dict[str, Any]:
+    status: dict[str, Any] = {}
+    if last is not None:
+        status["lastSyncTime"] = rfc3339(last.started_at)
+        status["lastSyncRound"] = last.round
+        status["lastSyncResult"] = {
+            "added": last.added,
+            "changed": last.changed,
+            "unchanged": last.unchanged,
+            "gone": last.gone,
+            "pruned": last.pruned,
+        }
+    if sync is None:
+        return status  # rounds started through the API, CLI or page only
+    status["suspended"] = bool(sync.get("suspend", False))
+    try:
+        spec = SyncSpec.from_spec(sync)
+    except SyncSpecError as error:
+        status["error"] = str(error)
+        return status
+    if not spec.suspend:
+        since = last.started_at if last is not None else created_at
+        status["nextSyncTime"] = rfc3339(next_sync_time(spec, since, now))
+    return status
+
+
+def sync_if_due(
+    runtime: Runtime, importer: Importer, import_id: str, sync: Mapping[str, Any], now: datetime
+) -> int | None:
+    """Start the sync round the resource's `spec.sync` asks for, if one is due by `now` and
+    the import has finished; the round's number. A round due while the import (or a round)
+    still runs is started by the first call after it ends: one round at a time, and fire
+    times missed meanwhile make one round."""
+    try:
+        spec = SyncSpec.from_spec(sync)
+    except SyncSpecError:
+        return None  # status.sync.error says why
+    if spec.suspend:
+        return None
+    with runtime.session() as session:
+        record = db.get_import(session, import_id)
+        if record is None:
+            raise LookupError(f"import {import_id} does not exist")
+        last = db.last_sync(session, import_id)
+        finished = PHASES[record.state] in TERMINAL_PHASES
+        since = last.started_at if last is not None else record.created_at
+    if not finished or next_sync_time(spec, since, now) > now:
+        return None
+    try:
+        return importer.sync(import_id, prune=spec.prune, trigger="schedule")
+    except SyncRefused:
+        return None  # a round started meanwhile (through the API), or the listing has not returned
 
 
 def rejected_status(

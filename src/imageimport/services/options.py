@@ -23,7 +23,7 @@ _RETIRED_OPTIONS = ("recursive", "includeNonImages", "concurrency")
 
 SUPPORTED_SPEC = (
     "an ImageImport supports spec.source.url, spec.source.credentialsSecretRef, "
-    f"spec.options.{MAX_FILE_SIZE_OPTION} and spec.options.{DELETE_IMAGES_OPTION}"
+    f"spec.options.{MAX_FILE_SIZE_OPTION}, spec.options.{DELETE_IMAGES_OPTION} and spec.sync"
 )
 
 
