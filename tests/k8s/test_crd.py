@@ -221,6 +221,7 @@ def test_conditions_have_the_standard_shape() -> None:
         "imported",
         "duplicates",
         "unchanged",
+        "gone",
         "skipped",
         "failed",
     }
@@ -263,7 +264,15 @@ FULL_SPEC = {
 FULL_STATUS = {
     "phase": "CompletedWithFailures",
     "importId": "0f8e4a4c-6e80-4a0b-9f44-8d6a4f1f2b11",
-    "counters": {"discovered": 10, "imported": 7, "duplicates": 1, "skipped": 1, "failed": 1},
+    "counters": {
+        "discovered": 10,
+        "imported": 7,
+        "duplicates": 1,
+        "unchanged": 0,
+        "gone": 1,
+        "skipped": 1,
+        "failed": 1,
+    },
     "bytes": 123456789,
     "startedAt": "2025-01-01T10:00:00Z",
     "completedAt": "2025-01-01T10:05:00Z",

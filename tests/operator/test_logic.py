@@ -347,7 +347,7 @@ def test_status_follows_the_import_and_transition_times_move_only_on_change(
         "phase": "Pending",
         "importId": import_id,
         "counters": {"discovered": 0, "imported": 0, "duplicates": 0, "unchanged": 0,
-                     "skipped": 0, "failed": 0},
+                     "skipped": 0, "failed": 0, "gone": 0},
         "bytes": 0,
         "message": "Waiting for the folder to be listed.",
         "observedGeneration": 1,
@@ -377,7 +377,7 @@ def test_status_follows_the_import_and_transition_times_move_only_on_change(
     )
     assert importing["counters"] == {
         "discovered": 5, "imported": 1, "duplicates": 1, "unchanged": 0, "skipped": 0,
-        "failed": 0,
+        "failed": 0, "gone": 0,
     }  # fmt: skip
     assert importing["bytes"] == 200
     assert "startedAt" in importing and "completedAt" not in importing
@@ -642,7 +642,7 @@ def test_a_new_resource_for_a_folder_downloads_only_what_changed(world: World) -
         status = logic.status_for(runtime, second, 1)
         assert status["counters"] == {
             "discovered": 3, "imported": 2, "duplicates": 0, "unchanged": 1, "skipped": 0,
-            "failed": 0,
+            "failed": 0, "gone": 0,
         }  # fmt: skip
         assert status["message"] == (
             "Imported all 3 files (2 imported, 1 unchanged, 0 already stored, 0 not images, "

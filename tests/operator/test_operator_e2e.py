@@ -52,6 +52,7 @@ def photo_folder() -> tuple[FakeFolder, dict[str, int]]:
         "unchanged": 0,
         "skipped": 1,
         "failed": 0,
+        "gone": 0,
     }
     return folder, {**expected, "bytes": total_bytes}
 
@@ -205,6 +206,7 @@ def test_a_retry_after_the_end_shows_on_the_resource_until_it_ends_again(
         "unchanged": 0,
         "skipped": 0,
         "failed": 0,
+        "gone": 0,
     }
     assert phases(stack.kube.history(NAMESPACE, "retried")) == [
         "Listing",
@@ -248,6 +250,7 @@ def test_a_new_resource_for_the_same_folder_fetches_and_queues_only_the_changed_
         "unchanged": 3,
         "skipped": 0,
         "failed": 0,
+        "gone": 0,
     }
     assert second["message"] == (
         "Imported all 4 files (1 imported, 3 unchanged, 0 already stored, 0 not images, 0 failed)."
@@ -347,7 +350,7 @@ def test_spec_sync_lists_the_folder_again_on_schedule_and_suspend_stops_it(
         "lastSyncResult": {"added": 1, "changed": 1, "unchanged": 1, "gone": 1, "pruned": 1},
         "nextSyncTime": rfc3339(started + hour),
     }
-    assert status["counters"]["discovered"] == 3
+    assert (status["counters"]["discovered"], status["counters"]["gone"]) == (3, 1)
     assert downloads() == 5  # the changed file and the new one
     seen = phases(stack.kube.history(NAMESPACE, "synced"))
     assert seen[:4] == ["Listing", "Importing", "Succeeded", "Listing"] and seen[-1] == "Succeeded"
@@ -457,6 +460,7 @@ def test_operator_killed_mid_listing_resumes_without_duplicates(stack_factory: A
         "unchanged": 0,
         "skipped": 0,
         "failed": 0,
+        "gone": 0,
     }
     assert import_rows(stack, uid) == [(import_id, "succeeded")]
     assert done["status"]["importId"] == import_id

@@ -84,6 +84,7 @@ def status_for(
             "unchanged": counters.unchanged,
             "skipped": counters.skipped,
             "failed": counters.failed,
+            "gone": counters.gone,
         },
         "bytes": counters.bytes,
         "message": message,
