@@ -37,6 +37,8 @@ class FaultPlan:
     # Fixed latency added to every request, like a real cloud API's round trip.
     latency: float = 0.0
     seen: Counter[tuple[int, str]] = field(default_factory=Counter)
+    # When each request arrived (time.monotonic()), in order: how fast clients ask.
+    arrivals: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, *faults: Fault) -> None:
@@ -67,6 +69,8 @@ class FaultMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        with self.plan.lock:
+            self.plan.arrivals.append(time.monotonic())
         if self.plan.latency:
             await asyncio.sleep(self.plan.latency)
         fault = self.plan.pick(scope["method"], scope["path"])
