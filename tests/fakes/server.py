@@ -41,6 +41,11 @@ class FaultPlan:
     arrivals: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def busiest_second(self) -> int:
+        """The most requests that arrived within any one second [t, t + 1)."""
+        with self.lock:
+            return busiest_second(self.arrivals)
+
     def add(self, *faults: Fault) -> None:
         self.faults.extend(faults)
 
@@ -58,6 +63,17 @@ class FaultPlan:
                         self.seen[key] += 1
                         return fault
         return None
+
+
+def busiest_second(times: list[float]) -> int:
+    """The most of `times` (seconds) that fall within any one second [t, t + 1)."""
+    ordered = sorted(times)
+    most, start = 0, 0
+    for end, moment in enumerate(ordered):
+        while ordered[start] <= moment - 1.0:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
 
 
 class FaultMiddleware:

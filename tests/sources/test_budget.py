@@ -16,22 +16,12 @@ from imageimport.runtime import Runtime
 from imageimport.settings import Settings
 from imageimport.sources import transfer
 from imageimport.sources.budget import MemorySlotBook, RequestBudget, SlotBook, budget_key
+from tests.fakes.server import busiest_second
 
 RATE = 8
 BURST = 3
 THREADS = 12
 REQUESTS = 40
-
-
-def busiest_second(times: list[float]) -> int:
-    """The most of `times` that fall in any one-second window [t, t + 1)."""
-    ordered = sorted(times)
-    most, start = 0, 0
-    for end, moment in enumerate(ordered):
-        while ordered[start] <= moment - 1.0:
-            start += 1
-        most = max(most, end - start + 1)
-    return most
 
 
 def sent_times(budgets: list[RequestBudget]) -> list[float]:
@@ -77,8 +67,7 @@ def postgres_runtimes(
 ) -> Iterator[list[Runtime]]:
     """Two runtimes with engines of their own on one database, as two processes have."""
     runtimes = [
-        Runtime(make_settings(database_url=postgres_database), housekeeping=False)
-        for _ in range(2)
+        Runtime(make_settings(database_url=postgres_database), housekeeping=False) for _ in range(2)
     ]
     yield runtimes
     for runtime in runtimes:
