@@ -18,10 +18,10 @@ from imageimport.sources import transfer
 from imageimport.sources.budget import MemorySlotBook, RequestBudget, SlotBook, budget_key
 from tests.fakes.server import busiest_second
 
-RATE = 8
+RATE = 5
 BURST = 3
 THREADS = 12
-REQUESTS = 40
+REQUESTS = 30
 
 
 def sent_times(budgets: list[RequestBudget]) -> list[float]:
