@@ -158,11 +158,11 @@ def _receive(
                 check.update(chunk)
             spool.write(chunk)
             metrics.BYTES.inc(len(chunk))
-    # A cut can also look like a clean end (a body delimited by the connection closing).
-    watch.raise_if_cut()
     # The deadline and the minimum speed are the body's: asking the source for the checksum
     # again (a request that may wait for its slot in the request budget) is not timed by them.
     watch.body_ended()
+    # A cut can also look like a clean end (a body delimited by the connection closing).
+    watch.raise_if_cut()
     if check is not None:
         check.verify(lambda: source.checksum_now(remote))
     if size == 0:
