@@ -11,6 +11,7 @@ from imageimport.db.models import Import
 from imageimport.housekeeping import Housekeeper
 from imageimport.settings import Settings
 from imageimport.sources.base import Source
+from imageimport.sources.budget import SlotBook, process_slot_book
 from imageimport.sources.registry import open_source
 from imageimport.storage import make_store
 from imageimport.storage.base import ObjectStore
@@ -25,6 +26,13 @@ class Runtime:
         if migrate:
             db.upgrade(self.engine)
         self.sessions = db.make_session_factory(self.engine)
+        # The sources' request budgets: shared by every process on PostgreSQL; the embedded
+        # default (SQLite) runs one process, which keeps them in memory.
+        self.slots: SlotBook = (
+            db.DatabaseSlotBook(self.engine)
+            if db.database_backend(settings.effective_database_url) == "postgresql"
+            else process_slot_book()
+        )
         self.store: ObjectStore = make_store(settings)
         self._sources: dict[str, Source] = {}
         self._lock = threading.Lock()
@@ -43,7 +51,7 @@ class Runtime:
             if source is None:
                 # The stored canonical URL carries everything the provider needs
                 # (e.g. a Drive resource key).
-                source = open_source(record.url, self.settings)
+                source = open_source(record.url, self.settings, self.slots)
                 self._sources[record.id] = source
             return source
 

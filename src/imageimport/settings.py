@@ -51,6 +51,13 @@ class Settings(BaseSettings):
     # Download Drive files Google flagged as malware or spam (cannotDownloadAbusiveFile) by
     # acknowledging the risk (acknowledgeAbuse=true); otherwise they are skipped, with a reason.
     drive_acknowledge_abuse: bool = False
+    # The request budget each provider's hosts get from the whole installation, per credential
+    # (sources/budget.py): at most REQUESTS_PER_SECOND on average, BURST of them at once after
+    # a quiet spell. 0: no limit.
+    gdrive_requests_per_second: float = Field(default=0.0, ge=0)
+    gdrive_requests_burst: int = Field(default=1, ge=1)
+    dropbox_requests_per_second: float = Field(default=0.0, ge=0)
+    dropbox_requests_burst: int = Field(default=1, ge=1)
 
     # Every external host a source talks to; tests point them at the fakes.
     gdrive_api_url: str = "https://www.googleapis.com"

@@ -37,7 +37,14 @@ class FaultPlan:
     # Fixed latency added to every request, like a real cloud API's round trip.
     latency: float = 0.0
     seen: Counter[tuple[int, str]] = field(default_factory=Counter)
+    # When each request arrived (time.monotonic()), in order: how fast clients ask.
+    arrivals: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def busiest_second(self) -> int:
+        """The most requests that arrived within any one second [t, t + 1)."""
+        with self.lock:
+            return busiest_second(self.arrivals)
 
     def add(self, *faults: Fault) -> None:
         self.faults.extend(faults)
@@ -58,6 +65,17 @@ class FaultPlan:
         return None
 
 
+def busiest_second(times: list[float]) -> int:
+    """The most of `times` (seconds) that fall within any one second [t, t + 1)."""
+    ordered = sorted(times)
+    most, start = 0, 0
+    for end, moment in enumerate(ordered):
+        while ordered[start] <= moment - 1.0:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
 class FaultMiddleware:
     def __init__(self, app: ASGIApp, plan: FaultPlan) -> None:
         self.app = app
@@ -67,6 +85,8 @@ class FaultMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        with self.plan.lock:
+            self.plan.arrivals.append(time.monotonic())
         if self.plan.latency:
             await asyncio.sleep(self.plan.latency)
         fault = self.plan.pick(scope["method"], scope["path"])

@@ -15,6 +15,7 @@ from starlette.responses import PlainTextResponse
 from imageimport.errors import ImageImportError, InvalidSourceURL
 from imageimport.settings import Settings
 from imageimport.sources.base import RemoteFile
+from imageimport.sources.budget import MemorySlotBook, RequestBudget
 from imageimport.sources.http import make_http_client
 from imageimport.sources.registry import open_source, parse_folder_url
 from tests.fakes.folder import FakeFile, FakeFolder, make_image
@@ -31,6 +32,7 @@ from tests.security.conftest import (
 DRIVE_ID = "1AbCdEfGhIjKlMnOpQrStUvWxYz012345"
 DRIVE = f"https://drive.google.com/drive/folders/{DRIVE_ID}"
 DROPBOX = "https://www.dropbox.com/scl/fo/abc123def456/AAxyz987?rlkey=k3y4b5c6&dl=0"
+UNLIMITED = RequestBudget.of(MemorySlotBook(), "gdrive", None, rate=0, burst=1)
 
 
 # -- links refused at parse time -------------------------------------------------------------
@@ -141,7 +143,7 @@ def test_the_client_refuses_every_other_origin(url: str, tmp_path: Path) -> None
 
     settings = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
     with (
-        make_http_client(settings, transport=httpx.MockTransport(transport)) as client,
+        make_http_client(settings, UNLIMITED, transport=httpx.MockTransport(transport)) as client,
         pytest.raises(ImageImportError, match="not a configured source host"),
     ):
         client.get(url)
@@ -165,7 +167,7 @@ def test_the_client_allows_the_real_endpoints_and_their_https_cdns(tmp_path: Pat
         "https://www.dropbox.com/scl/fo/a/b",
         "https://uc1234.dl.dropboxusercontent.com/zip_download_get/x",
     ]
-    with make_http_client(settings, transport=httpx.MockTransport(transport)) as client:
+    with make_http_client(settings, UNLIMITED, transport=httpx.MockTransport(transport)) as client:
         for url in allowed:
             assert client.get(url).status_code == 200
     assert contacted == allowed

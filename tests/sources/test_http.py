@@ -15,6 +15,7 @@ import pytest
 
 from imageimport.errors import TransientError
 from imageimport.settings import Settings
+from imageimport.sources.budget import MemorySlotBook, RequestBudget
 from imageimport.sources.http import (
     CHUNK_SIZE,
     iter_body,
@@ -24,6 +25,7 @@ from imageimport.sources.http import (
 )
 
 URL = "https://source.example/file"
+UNLIMITED = RequestBudget.of(MemorySlotBook(), "gdrive", None, rate=0, burst=1)
 PAYLOAD = bytes(range(256)) * 4096 + b"tail"  # 1 MiB and a bit: several chunks
 
 
@@ -50,7 +52,7 @@ def fetch(tmp_path: Path, body: bytes | httpx.SyncByteStream, encoding: str = ""
         return httpx.Response(200, headers=headers, stream=stream)
 
     with (
-        make_http_client(settings, transport=httpx.MockTransport(answer)) as client,
+        make_http_client(settings, UNLIMITED, transport=httpx.MockTransport(answer)) as client,
         open_stream(client, "GET", URL, "Reading the file") as response,
     ):
         assert "content-encoding" not in response.headers

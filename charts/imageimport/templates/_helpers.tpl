@@ -159,6 +159,10 @@ MAX_DELIVER: {{ .Values.config.maxDeliver | quote }}
 HTTP_TIMEOUT_SECONDS: {{ .Values.config.httpTimeoutSeconds | quote }}
 THUMBNAIL_SIZE: {{ .Values.config.thumbnailSize | quote }}
 DRIVE_ACKNOWLEDGE_ABUSE: {{ .Values.config.driveAcknowledgeAbuse | toString | quote }}
+GDRIVE_REQUESTS_PER_SECOND: {{ .Values.config.requestBudget.gdrive.requestsPerSecond | toString | quote }}
+GDRIVE_REQUESTS_BURST: {{ .Values.config.requestBudget.gdrive.burst | toString | quote }}
+DROPBOX_REQUESTS_PER_SECOND: {{ .Values.config.requestBudget.dropbox.requestsPerSecond | toString | quote }}
+DROPBOX_REQUESTS_BURST: {{ .Values.config.requestBudget.dropbox.burst | toString | quote }}
 CORS_ORIGINS: {{ .Values.api.corsOrigins | toJson | quote }}
 ALLOWED_HOSTS: {{ include "imageimport.apiAllowedHosts" . | quote }}
 ALLOW_ANONYMOUS: {{ .Values.api.allowAnonymous | toString | quote }}

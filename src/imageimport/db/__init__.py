@@ -1,11 +1,13 @@
 """Persistence: the tables (`models`), their migrations, engines and sessions, and every
 query and write the rest of the package makes, by aggregate: `imports` (an import and its
-progress), `items` (the files it found), `images` (what was stored). Nothing outside db/
+progress), `items` (the files it found), `images` (what was stored), `budgets` (the sources'
+request budgets). Nothing outside db/
 imports SQLAlchemy: it uses what this module exports, and sees SQLAlchemy's errors as
 `imageimport.errors.DatabaseError` (translated in `errors`)."""
 
 from sqlalchemy.orm import Session
 
+from imageimport.db.budgets import DatabaseSlotBook
 from imageimport.db.engine import (
     Sessions,
     database_backend,
@@ -89,6 +91,7 @@ from imageimport.db.syncs import (
 __all__ = [
     "REFUSED",
     "Counters",
+    "DatabaseSlotBook",
     "DeletedImage",
     "Folder",
     "ImageFilter",

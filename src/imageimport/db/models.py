@@ -1,4 +1,5 @@
-"""Tables: one row per import, per remote file of an import, and per distinct image."""
+"""Tables: one row per import, per remote file of an import, per distinct image, and per
+request budget of a source."""
 
 from __future__ import annotations
 
@@ -175,3 +176,15 @@ class ImportSync(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (UniqueConstraint("import_id", "round", name="uq_import_syncs_import_round"),)
+
+
+class RequestBudgetSlot(Base):
+    """Where one request budget stands (sources/budget.py): when its next request is due if
+    requests went out exactly at its rate, the GCRA's theoretical arrival time. One row per
+    provider and credential hash, booked by db/budgets.py on PostgreSQL; the embedded default
+    keeps it in memory instead."""
+
+    __tablename__ = "request_budgets"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tat: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -161,6 +161,9 @@ def _receive(
                 check.update(chunk)
             spool.write(chunk)
             metrics.BYTES.inc(len(chunk))
+    # The deadline and the minimum speed are the body's: asking the source for the checksum
+    # again (a request that may wait for its slot in the request budget) is not timed by them.
+    watch.body_ended()
     # A cut can also look like a clean end (a body delimited by the connection closing).
     watch.raise_if_cut()
     checksum = None if check is None else check.verify(lambda: source.checksum_now(remote))
@@ -182,7 +185,9 @@ class _Watch:
     """What the watchdog knows of one download. The clocks start with the body: when the
     source hands its response over, or with the first chunk of a source that has none (a
     ZIP entry read from the archive on disk). Connecting and waiting for the answer are
-    bounded by the source's own timeouts and retry policy instead."""
+    bounded by the source's own timeouts and retry policy instead, and so is waiting for a
+    slot in the source's request budget, which comes before the request. The clocks stop with
+    the body."""
 
     def __init__(
         self,
@@ -197,6 +202,7 @@ class _Watch:
         self.received = 0  # bytes the loop has seen; written by the downloading thread only
         self._first_chunk_at: float | None = None
         self._started_at: float | None = None
+        self._ended = False
         # (time, bytes received then): enough of the recent past to measure the speed over
         # the low-speed window.
         self._samples: deque[tuple[float, int]] = deque()
@@ -205,6 +211,9 @@ class _Watch:
     def body_started(self) -> None:
         if self._first_chunk_at is None:
             self._first_chunk_at = time.monotonic()
+
+    def body_ended(self) -> None:
+        self._ended = True
 
     def raise_if_cut(self) -> None:
         reason = self.transfer.reason
@@ -221,6 +230,8 @@ class _Watch:
             self._last_beat = now
             with contextlib.suppress(Exception):
                 self.heartbeat()
+        if self._ended:
+            return
         if self._started_at is None:
             starts = [t for t in (self.transfer.attached_at, self._first_chunk_at) if t is not None]
             if not starts:

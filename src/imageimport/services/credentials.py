@@ -164,7 +164,7 @@ class CredentialedRuntime(Runtime):
         if source is not None:
             return source
         # Read outside the lock: a slow API server must not stall other imports' threads.
-        opened = open_source(record.url, self.settings_for(record))
+        opened = open_source(record.url, self.settings_for(record), self.slots)
         with self._lock:
             source = self._sources.setdefault(record.id, opened)
         if source is not opened:

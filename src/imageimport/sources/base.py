@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from imageimport.errors import InvalidSourceURL
 from imageimport.settings import Settings
+from imageimport.sources.budget import SlotBook, process_slot_book
 
 # The longest id or key a folder link may carry (imports.folder_id holds 255 characters); real
 # Drive and Dropbox ones are under 50.
@@ -64,9 +65,12 @@ class Source(ABC):
     # is checked against it (sources.checksums).
     checksums: ClassVar[Mapping[str, str]] = {}
 
-    def __init__(self, ref: FolderRef, settings: Settings) -> None:
+    def __init__(self, ref: FolderRef, settings: Settings, slots: SlotBook | None = None) -> None:
+        """`slots`: where the request budgets of the installation are kept (see
+        sources.budget); this process's memory when None."""
         self.ref = ref
         self.settings = settings
+        self.slots = slots if slots is not None else process_slot_book()
 
     @abstractmethod
     def list(self) -> Iterator[RemoteFile]:
@@ -101,7 +105,7 @@ class Provider(Protocol):
         Raises InvalidSourceURL when the URL is this provider's but not a folder link.
         """
 
-    def open(self, ref: FolderRef, settings: Settings) -> Source: ...
+    def open(self, ref: FolderRef, settings: Settings, slots: SlotBook | None = None) -> Source: ...
 
 
 def refuse_link_tricks(text: str) -> None:

@@ -20,6 +20,7 @@ import tenacity
 
 from imageimport.errors import ForbiddenHost, ImageImportError, TransientError, UnusableAnswer
 from imageimport.settings import Settings
+from imageimport.sources.budget import RequestBudget
 from imageimport.sources.transfer import watching
 
 T = TypeVar("T")
@@ -51,7 +52,9 @@ def allowed_hosts(settings: Settings) -> tuple[set[str], tuple[str, ...]]:
     return exact, tuple(suffixes)
 
 
-def make_http_client(settings: Settings, **kwargs: object) -> httpx.Client:
+def make_http_client(settings: Settings, budget: RequestBudget, **kwargs: object) -> httpx.Client:
+    """The client of one source: every request it sends, redirects included, goes to a
+    configured source host and waits for its slot in `budget` first."""
     exact, suffixes = allowed_hosts(settings)
 
     def guard(request: httpx.Request) -> None:
@@ -69,10 +72,18 @@ def make_http_client(settings: Settings, **kwargs: object) -> httpx.Client:
         limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
         # Hooks, not a transport: they see every response, whichever transport (a proxy's
         # included) carried it, before httpx reads a byte of its body.
-        event_hooks={"request": [guard], "response": [_take_over_body]},
+        # The guard first: a request that is refused costs no slot.
+        event_hooks={"request": [guard, _taking(budget)], "response": [_take_over_body]},
         headers={"User-Agent": "imageimport/0.1", "Accept-Encoding": ACCEPT_ENCODING},
         **kwargs,  # type: ignore[arg-type]
     )
+
+
+def _taking(budget: RequestBudget) -> Callable[[httpx.Request], None]:
+    def take(_request: httpx.Request) -> None:
+        budget.take()
+
+    return take
 
 
 def _take_over_body(response: httpx.Response) -> None:

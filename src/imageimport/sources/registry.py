@@ -7,6 +7,7 @@ from imageimport.errors import InvalidSourceURL
 from imageimport.settings import Settings
 from imageimport.sources.all import PROVIDERS
 from imageimport.sources.base import FolderRef, Provider, Source, refuse_link_tricks, shorten
+from imageimport.sources.budget import SlotBook
 
 _providers: dict[str, Provider] = {provider.name: provider for provider in PROVIDERS}
 
@@ -32,6 +33,10 @@ def parse_folder_url(url: str) -> FolderRef:
     )
 
 
-def open_source(url_or_ref: str | FolderRef, settings: Settings) -> Source:
+def open_source(
+    url_or_ref: str | FolderRef, settings: Settings, slots: SlotBook | None = None
+) -> Source:
+    """`slots`: where the installation keeps its request budgets (this process's memory when
+    None; see sources.budget)."""
     ref = url_or_ref if isinstance(url_or_ref, FolderRef) else parse_folder_url(url_or_ref)
-    return _providers[ref.provider].open(ref, settings)
+    return _providers[ref.provider].open(ref, settings, slots)

@@ -30,6 +30,7 @@ class Transfer:
         self._sever: Callable[[], None] | None = None
         self.reason: BaseException | None = None
         self.attached_at: float | None = None  # when the body started: a response is watched
+        self._cut = threading.Event()
 
     def received(self) -> int:
         """Bytes of the body that reached this process, including any a library still
@@ -45,12 +46,19 @@ class Transfer:
             if self.reason is not None:
                 return
             self.reason = reason
+            self._cut.set()
             sever = self._sever
             # Under the lock: once `detach` has run, the connection may be back in the
             # client's pool serving another request, and must not be touched.
             if sever is not None:
                 with contextlib.suppress(Exception):
                     sever()
+
+    def wait_unless_cut(self, seconds: float) -> None:
+        """Wait `seconds` before the download goes on; once it is cut, raise the reason."""
+        if self._cut.wait(seconds):
+            assert self.reason is not None
+            raise self.reason
 
     def _attach(self, received: Callable[[], int], sever: Callable[[], None]) -> None:
         with self._lock:

@@ -10,6 +10,7 @@ import logging
 
 from imageimport.settings import Settings, secret
 from imageimport.sources.base import FolderRef, Source
+from imageimport.sources.budget import SlotBook
 from imageimport.sources.dropbox.links import parse_dropbox_url
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ class DropboxProvider:
     def parse(self, url: str) -> FolderRef | None:
         return parse_dropbox_url(url)
 
-    def open(self, ref: FolderRef, settings: Settings) -> Source:
+    def open(self, ref: FolderRef, settings: Settings, slots: SlotBook | None = None) -> Source:
         credentials = (
             secret(settings.dropbox_app_key),
             secret(settings.dropbox_app_secret),
@@ -32,7 +33,7 @@ class DropboxProvider:
         if all(credentials):
             from imageimport.sources.dropbox.api import DropboxApiSource
 
-            return DropboxApiSource(ref, settings)
+            return DropboxApiSource(ref, settings, slots)
         if any(credentials):
             log.warning(
                 "Only some of DROPBOX_APP_KEY, DROPBOX_APP_SECRET and DROPBOX_REFRESH_TOKEN "
@@ -40,7 +41,7 @@ class DropboxProvider:
             )
         from imageimport.sources.dropbox.zip import DropboxZipSource
 
-        return DropboxZipSource(ref, settings)
+        return DropboxZipSource(ref, settings, slots)
 
 
 provider = DropboxProvider()

@@ -32,8 +32,9 @@ from imageimport.errors import (
 )
 from imageimport.settings import Settings, secret
 from imageimport.sources.base import FolderRef, RemoteFile, Source
+from imageimport.sources.budget import RequestBudget, SlotBook
 from imageimport.sources.checksums import DROPBOX_CONTENT_HASH
-from imageimport.sources.dropbox.common import CREDENTIALS_REJECTED, answer_error
+from imageimport.sources.dropbox.common import CREDENTIALS_REJECTED, answer_error, dropbox_budget
 from imageimport.sources.http import CHUNK_SIZE, MAX_REDIRECTS, allowed_hosts, with_retries
 from imageimport.sources.listing import (
     MAX_SOURCE_PATH_CHARS,
@@ -62,14 +63,17 @@ class _HostGuardAdapter(HTTPAdapter):
     layers of them, so 2 KB marked `gzip, gzip` would become gigabytes. Judged on the
     headers, before a byte of the body is read."""
 
-    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+    def __init__(self, settings: Settings, budget: RequestBudget, **kwargs: Any) -> None:
         self._exact, _ = allowed_hosts(settings)
+        self._budget = budget
         super().__init__(**kwargs)
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
         parts = urlsplit(request.url or "")
         if f"{parts.scheme.lower()}://{parts.netloc.lower()}" not in self._exact:
             raise ForbiddenHost(parts.hostname or parts.netloc)
+        # Every request the SDK makes passes here: API calls, downloads, token refreshes.
+        self._budget.take()
         response = super().send(request, *args, **kwargs)
         coding = response.headers.get("Content-Encoding", "").strip().lower()
         if coding not in ("", "identity"):
@@ -89,11 +93,11 @@ class ConfiguredDropbox(dropbox.Dropbox):
     Its own retry loops are switched off: `with_retries` does that, honouring our limits.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, budget: RequestBudget) -> None:
         session = requests.Session()
         session.headers["Accept-Encoding"] = "identity"
         session.max_redirects = MAX_REDIRECTS
-        adapter = _HostGuardAdapter(settings, pool_connections=4, pool_maxsize=64)
+        adapter = _HostGuardAdapter(settings, budget, pool_connections=4, pool_maxsize=64)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         super().__init__(
@@ -142,9 +146,10 @@ class DropboxApiSource(Source):
     provider = "dropbox"
     checksums: ClassVar[Mapping[str, str]] = {DROPBOX_CONTENT_HASH: "Dropbox"}
 
-    def __init__(self, ref: FolderRef, settings: Settings) -> None:
-        super().__init__(ref, settings)
-        self._client = ConfiguredDropbox(settings)
+    def __init__(self, ref: FolderRef, settings: Settings, slots: SlotBook | None = None) -> None:
+        super().__init__(ref, settings, slots)
+        budget = dropbox_budget(settings, self.slots, secret(settings.dropbox_app_key))
+        self._client = ConfiguredDropbox(settings, budget)
         self._link = SharedLink(url=ref.url)
 
     def list(self) -> Iterator[RemoteFile]:

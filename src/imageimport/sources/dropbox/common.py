@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from imageimport.errors import SourceUnavailable, TransientError
+from imageimport.settings import Settings
+from imageimport.sources.budget import RequestBudget, SlotBook
 from imageimport.sources.http import TRANSIENT_STATUS, parse_retry_after
 
 CREDENTIALS_REJECTED = (
@@ -14,6 +16,17 @@ _MISSING_SCOPE = (
     "and sharing.read); enable them in the app console."
 )
 _NOT_PUBLIC_STATUS = frozenset({401, 403, 404, 410})
+
+
+def dropbox_budget(settings: Settings, slots: SlotBook, app_key: str | None) -> RequestBudget:
+    """The budget of requests to Dropbox made as this app (None: without app credentials)."""
+    return RequestBudget.of(
+        slots,
+        "dropbox",
+        app_key,
+        settings.dropbox_requests_per_second,
+        settings.dropbox_requests_burst,
+    )
 
 
 def answer_error(

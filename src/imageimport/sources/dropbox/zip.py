@@ -27,7 +27,8 @@ from imageimport.errors import ItemError, SourceUnavailable
 from imageimport.settings import Settings
 from imageimport.sources import transfer
 from imageimport.sources.base import FolderRef, RemoteFile, Source
-from imageimport.sources.dropbox.common import answer_error
+from imageimport.sources.budget import SlotBook
+from imageimport.sources.dropbox.common import answer_error, dropbox_budget
 from imageimport.sources.dropbox.links import with_web_base
 from imageimport.sources.dropbox.open_archives import Lease, shared_places
 from imageimport.sources.dropbox.zip_directory import (
@@ -98,8 +99,8 @@ class DropboxZipSource(Source):
     provider = "dropbox"
     local_only = True
 
-    def __init__(self, ref: FolderRef, settings: Settings) -> None:
-        super().__init__(ref, settings)
+    def __init__(self, ref: FolderRef, settings: Settings, slots: SlotBook | None = None) -> None:
+        super().__init__(ref, settings, slots)
         self._load_lock = threading.Lock()  # one download and indexing at a time
         self._lock = threading.Lock()  # for the two below; never held while waiting
         self._archive: _Archive | None = None
@@ -202,7 +203,9 @@ class DropboxZipSource(Source):
         try:
             with (
                 os.fdopen(descriptor, "wb") as out,
-                make_http_client(self.settings) as client,
+                make_http_client(
+                    self.settings, dropbox_budget(self.settings, self.slots, None)
+                ) as client,
                 open_stream(client, "GET", url, WHAT) as response,
             ):
                 if response.status_code >= 400:

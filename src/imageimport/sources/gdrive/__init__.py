@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from imageimport.settings import Settings, secret
 from imageimport.sources.base import FolderRef, Source
+from imageimport.sources.budget import SlotBook
 from imageimport.sources.gdrive.common import PROVIDER
 from imageimport.sources.gdrive.links import parse_drive_url
 
@@ -21,16 +22,16 @@ class GoogleDriveProvider:
     def parse(self, url: str) -> FolderRef | None:
         return parse_drive_url(url)
 
-    def open(self, ref: FolderRef, settings: Settings) -> Source:
+    def open(self, ref: FolderRef, settings: Settings, slots: SlotBook | None = None) -> Source:
         # Imported when first needed: the API route's googleapiclient alone takes a quarter
         # of a second to import, which every command would pay otherwise.
         if secret(settings.google_api_key):
             from imageimport.sources.gdrive.api import DriveApiSource
 
-            return DriveApiSource(ref, settings)
+            return DriveApiSource(ref, settings, slots)
         from imageimport.sources.gdrive.public import DrivePublicSource
 
-        return DrivePublicSource(ref, settings)
+        return DrivePublicSource(ref, settings, slots)
 
 
 provider = GoogleDriveProvider()

@@ -38,6 +38,7 @@ from imageimport.errors import (
 )
 from imageimport.settings import Settings, secret
 from imageimport.sources.base import FolderRef, RemoteFile, Source
+from imageimport.sources.budget import RequestBudget, SlotBook
 from imageimport.sources.checksums import MD5
 from imageimport.sources.gdrive.common import (
     ABUSIVE_REASON,
@@ -46,6 +47,7 @@ from imageimport.sources.gdrive.common import (
     SHORTCUT_MIME,
     DriveAnswer,
     classify,
+    drive_budget,
     file_unavailable,
     folder_unavailable,
     is_google_apps_type,
@@ -117,12 +119,17 @@ class _IdentityHttpsConnection(_RefuseEncoded, httplib2.HTTPSConnectionWithTimeo
 class _IdentityHttp(httplib2.Http):
     """The listing's HTTP. httplib2 inflates a gzip answer whole, up to 100 times its size past
     10 MiB (its LimitDecoder), so a few MB of listing could take gigabytes: here it asks for
-    uncompressed answers, and refuses one compressed anyway before reading its body."""
+    uncompressed answers, and refuses one compressed anyway before reading its body. Every
+    request waits for its slot in the key's request budget first."""
 
     _CONNECTIONS: ClassVar[dict[str, type]] = {
         "http": _IdentityHttpConnection,
         "https": _IdentityHttpsConnection,
     }
+
+    def __init__(self, budget: RequestBudget, timeout: float) -> None:
+        super().__init__(timeout=timeout)
+        self._budget = budget
 
     def request(
         self,
@@ -136,6 +143,7 @@ class _IdentityHttp(httplib2.Http):
         headers = {k: v for k, v in (headers or {}).items() if k.lower() != "accept-encoding"}
         headers["accept-encoding"] = "identity"
         connection_type = connection_type or self._CONNECTIONS.get(urlsplit(uri).scheme.lower())
+        self._budget.take()
         return super().request(uri, method, body, headers, redirections, connection_type)
 
 
@@ -143,14 +151,16 @@ class DriveApiSource(Source):
     provider: ClassVar[str] = PROVIDER
     checksums: ClassVar[Mapping[str, str]] = {MD5: "Google Drive"}  # md5Checksum
 
-    def __init__(self, ref: FolderRef, settings: Settings) -> None:
-        super().__init__(ref, settings)
+    def __init__(self, ref: FolderRef, settings: Settings, slots: SlotBook | None = None) -> None:
+        super().__init__(ref, settings, slots)
         key = secret(settings.google_api_key)
         if not key:
             raise ConfigError("The Drive API route needs GOOGLE_API_KEY to be set.")
         self._key = key
         self._api = settings.gdrive_api_url
-        self._http = make_http_client(settings)
+        # Listing (httplib2) and downloads (httpx) spend the key's one budget.
+        self._budget = drive_budget(settings, self.slots, key)
+        self._http = make_http_client(settings, self._budget)
 
     def close(self) -> None:
         self._http.close()
@@ -219,7 +229,7 @@ class DriveApiSource(Source):
                 )
 
     def _service(self) -> Any:
-        http = _IdentityHttp(timeout=self.settings.http_timeout_seconds)
+        http = _IdentityHttp(self._budget, self.settings.http_timeout_seconds)
         # httplib2 would follow a redirect to any host; the Drive API never redirects, so a
         # redirect is refused instead (see _execute).
         http.follow_redirects = False

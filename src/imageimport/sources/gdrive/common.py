@@ -14,6 +14,8 @@ from imageimport.errors import (
     SourceUnavailable,
     TransientError,
 )
+from imageimport.settings import Settings
+from imageimport.sources.budget import RequestBudget, SlotBook
 from imageimport.sources.http import TRANSIENT_STATUS, GiveUpNow, parse_retry_after
 
 PROVIDER = "gdrive"
@@ -28,6 +30,13 @@ _NOT_DOWNLOADABLE_REASONS = {"fileNotDownloadable"}
 ABUSIVE_REASON = "cannotDownloadAbusiveFile"
 # Drive's quotas reset in hours: the pipeline tries such an item again no sooner than this.
 QUOTA_RETRY_AFTER = 3600.0
+
+
+def drive_budget(settings: Settings, slots: SlotBook, key: str | None) -> RequestBudget:
+    """The budget of requests to Google Drive made with this API key (None: without one)."""
+    return RequestBudget.of(
+        slots, PROVIDER, key, settings.gdrive_requests_per_second, settings.gdrive_requests_burst
+    )
 
 
 def is_google_apps_type(mime_type: str | None) -> bool:

@@ -49,12 +49,14 @@ from imageimport.errors import (
 )
 from imageimport.settings import Settings
 from imageimport.sources.base import FolderRef, RemoteFile, Source
+from imageimport.sources.budget import SlotBook
 from imageimport.sources.gdrive.common import (
     FOLDER_MIME,
     PROVIDER,
     SHORTCUT_MIME,
     DriveAnswer,
     classify,
+    drive_budget,
     file_gone,
     file_unavailable,
     folder_unavailable,
@@ -249,11 +251,11 @@ def _is_web_page(response: httpx.Response) -> bool:
 class DrivePublicSource(Source):
     provider: ClassVar[str] = PROVIDER
 
-    def __init__(self, ref: FolderRef, settings: Settings) -> None:
-        super().__init__(ref, settings)
+    def __init__(self, ref: FolderRef, settings: Settings, slots: SlotBook | None = None) -> None:
+        super().__init__(ref, settings, slots)
         self._web = settings.gdrive_web_url
         self._download = settings.gdrive_download_url
-        self._http = make_http_client(settings)
+        self._http = make_http_client(settings, drive_budget(settings, self.slots, None))
 
     def close(self) -> None:
         self._http.close()
