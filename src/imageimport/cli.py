@@ -29,7 +29,8 @@ from rich.table import Table
 from imageimport import db
 from imageimport.db.models import Image
 from imageimport.errors import ImageImportError
-from imageimport.settings import Settings
+from imageimport.pipeline.modes import MODE_OPTION
+from imageimport.settings import ImportMode, Settings
 
 if TYPE_CHECKING:
     from imageimport.runtime import Runtime
@@ -111,6 +112,15 @@ def import_(
             "--detach", help="With NATS_URL: return once the folder is listed and queued."
         ),
     ] = False,
+    mode: Annotated[
+        ImportMode | None,
+        typer.Option(
+            "--mode",
+            help="full: decode, verify and thumbnail every image while importing. lean: store "
+            "each original and its headers' metadata only; thumbnails are made later. "
+            "Default: IMPORT_MODE.",
+        ),
+    ] = None,
 ) -> None:
     """Import every image of a folder into the configured store, with a live progress bar.
     Without NATS, an import of the same folder that was interrupted is finished instead."""
@@ -126,8 +136,9 @@ def import_(
         services = _services(settings)
     except ImageImportError as error:
         raise _fail(error) from None
+    options: dict[str, Any] = {MODE_OPTION: mode} if mode else {}
     if detach:
-        _plan_detached(services, url)
+        _plan_detached(services, url, options)
         return
 
     def resuming(import_id: str) -> None:
@@ -146,6 +157,7 @@ def import_(
                 queue=services.queue,
                 local_workers=local_workers if local_workers is not None else not settings.nats_url,
                 on_resume=resuming,
+                options=options,
             )
     except ImageImportError as error:
         raise _fail(error) from None
@@ -197,11 +209,11 @@ def _finish(settings: Settings, results: list[Snapshot]) -> None:
         raise typer.Exit(1)
 
 
-def _plan_detached(services: Services[Runtime], url: str) -> None:
+def _plan_detached(services: Services[Runtime], url: str, options: dict[str, Any]) -> None:
     from imageimport.services.embedded import snapshot
 
     try:
-        import_id = services.importer.start(url)
+        import_id = services.importer.start(url, options)
         services.importer.wait()
         snap = snapshot(services.runtime, import_id)
     finally:

@@ -37,6 +37,10 @@ ImportState = Literal[
 ]
 IMPORT_STATES: tuple[str, ...] = get_args(ImportState)
 TERMINAL_IMPORT_STATES = frozenset(IMPORT_STATES[3:])
+# ready: decoded, its thumbnail stored. unverified: imported in lean mode, from its headers
+# only; its thumbnail is still to make. corrupt: its pixels failed to decode when it was made.
+ImageState = Literal["ready", "unverified", "corrupt"]
+IMAGE_STATES: tuple[str, ...] = get_args(ImageState)
 
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -140,3 +144,6 @@ class Image(Base):
         ForeignKey("imports.id", ondelete="SET NULL"), index=True
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    state: Mapped[ImageState] = mapped_column(
+        _states(IMAGE_STATES, 16), default="ready", server_default="ready"
+    )
