@@ -512,6 +512,7 @@ def _image_json(image: Image) -> dict[str, Any]:
         "object_key": image.object_key,
         "thumbnail_key": image.thumbnail_key,
         "import_id": image.import_id,
+        "state": image.state,
     }
 
 
