@@ -16,11 +16,14 @@ from imageimport import db
 from imageimport.db.models import ImageState
 from imageimport.errors import ImageTooLarge, ItemError
 from imageimport.pipeline.decode_budget import shared_budget
-from imageimport.pipeline.download import SPOOL_BYTES
 from imageimport.pipeline.imaging import THUMBNAIL_CONTENT_TYPE, inspect
 from imageimport.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+# Held in memory below this, on disk above: requests for thumbnails run on the API's thread
+# pool (tens of threads), whose originals must not add up beside the decode budget.
+_SPOOL_BYTES = 1024 * 1024
 
 
 class _OnePerImage:
@@ -66,7 +69,7 @@ def make_thumbnail(
                 return None if image is None else image.state
             key, thumb_key, sha256 = image.object_key, image.thumbnail_key, image.sha256
         settings = runtime.settings
-        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
             # Opened in binary mode (w+b): a BinaryIO, which typeshed knows as an IO[bytes].
             file = cast(BinaryIO, spool)
             for chunk in runtime.store.iter_bytes(key):
