@@ -87,7 +87,8 @@ def process_item(
         if import_state == "cancelled":
             return _settle(runtime, item, "cancelled", "The import was cancelled.")
         if known is not None:
-            # Identical bytes were verified and stored before: nothing to decode or upload.
+            # Identical bytes were stored before (verified, or in lean mode to be verified when
+            # their thumbnail is made): nothing to decode or upload.
             return _record(runtime, item, known, fetched.size)
         try:
             info = read(
@@ -137,7 +138,7 @@ def _commit_image(
             db.NewImage(
                 sha256=sha256,
                 object_key=key,
-                thumbnail_key=thumb_key,
+                thumbnail_key=thumb_key,  # lean mode: where it goes once it is made
                 size=size,
                 content_type=info.content_type,
                 width=info.width,
@@ -150,7 +151,6 @@ def _commit_image(
                 provider=provider,
                 source_file_id=item.remote_id,
                 import_id=item.import_id,
-                # Lean mode: the key where its thumbnail goes once it is made.
                 state="ready" if isinstance(info, ImageInfo) else "unverified",
             ),
         )
