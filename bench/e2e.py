@@ -1,7 +1,8 @@
 """The distributed import, end to end: a planner process lists the fake Drive folder and
 publishes one NATS message per file; W `imageimport worker` processes with C threads each
-download, hash, inspect, thumbnail, upload to SeaweedFS and record in PostgreSQL. Then the
-same folder imported again, unchanged: only listing requests should reach the source."""
+download, hash, inspect, thumbnail, upload to SeaweedFS and record in PostgreSQL (in lean
+mode: download, hash, read the headers, upload the original, record). Then the same folder
+imported again, unchanged: only listing requests should reach the source."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ class E2EConfig:
     rss_sample_at: int  # settled files at which the workers' peak RSS is read mid-run
     timeout_s: float
     profile_dir: Path | None = None
+    mode: str = "full"  # the import's --mode
 
 
 def run_import(
@@ -55,7 +57,7 @@ def run_import(
         started = time.time()
         with (work_dir / "planner.log").open("wb") as log:
             planner = subprocess.Popen(
-                imageimport("import", folder_url(folder), "--detach"),
+                imageimport("import", folder_url(folder), "--detach", "--mode", config.mode),
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -81,6 +83,7 @@ def run_import(
     total_bytes = sum(m.size for m in images)
     return {
         **result,
+        "mode": config.mode,
         "workers": config.workers,
         "concurrency": config.concurrency,
         "images_per_s": rounded(done / wall),

@@ -1,7 +1,8 @@
 """Run the benchmark: `python -m bench.run [--smoke] [--only e2e,rclone,...]`.
 
 Parts: e2e (the distributed import), reimport (e2e's folder imported again, unchanged),
-bigfile (one large file through a worker), rclone and put (the baselines on the same files
+lean (e2e's import in lean mode: no decode, no thumbnail, into a database and bucket of its
+own), bigfile (one large file through a worker), rclone and put (the baselines on the same files
 and S3), listing (a 100,000-file folder), embedded (SQLite + local folder in one process),
 api (GET /api/v1/images at 1,000,000 rows)."""
 
@@ -20,8 +21,8 @@ from bench import procstat
 from bench.dataset import big_file, dataset
 from bench.report import ratios, table, targets
 
-PARTS = ("e2e", "reimport", "bigfile", "rclone", "put", "listing", "embedded", "api")
-_NEEDS_SERVERS = {"e2e", "reimport", "bigfile", "rclone", "put", "api"}
+PARTS = ("e2e", "reimport", "lean", "bigfile", "rclone", "put", "listing", "embedded", "api")
+_NEEDS_SERVERS = {"e2e", "reimport", "lean", "bigfile", "rclone", "put", "api"}
 SMOKE = {
     "images": 200,
     "listing_files": 3000,
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     stack = None
     try:
         images = []
-        if {"e2e", "rclone", "put", "embedded"} & set(args.parts):
+        if {"e2e", "lean", "rclone", "put", "embedded"} & set(args.parts):
             _say(f"images: {args.images:,} (cached under bench/.cache)")
             images = dataset(max(args.images, args.embedded_images), args.seed)
         if _NEEDS_SERVERS & set(args.parts):
@@ -104,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         if "e2e" in args.parts:
             _say("e2e: distributed import")
             results.update(_run_e2e(args, stack, images[: args.images], root, latency))
+        if "lean" in args.parts:
+            _say("lean: distributed import in lean mode")
+            results["lean"] = _run_lean(args, stack, images[: args.images], root, latency)
         if "bigfile" in args.parts:
             big = big_file(args.big_file_mb, args.seed)
             _say(f"bigfile: one {big.size / 1e6:,.0f} MB file through one worker")
@@ -163,18 +167,12 @@ def _run_e2e(
     args: argparse.Namespace, stack: Any, images: list, root: Path, latency: float
 ) -> dict[str, Any]:
     """The "e2e" result, and the "reimport" one when asked for."""
-    from bench.e2e import E2EConfig, run_import, run_reimport
+    from bench.e2e import run_import, run_reimport
     from bench.sources import disk_folder, start_drive
 
     folder = disk_folder("bench", images)
     drive = start_drive([folder], latency)
-    config = E2EConfig(
-        workers=args.workers,
-        concurrency=args.concurrency,
-        rss_sample_at=1000 if len(images) >= 2000 else max(1, len(images) // 5),
-        timeout_s=max(300.0, len(images) / 5),
-        profile_dir=args.profile,
-    )
+    config = _e2e_config(args, len(images))
     try:
         url = stack.database("bench_e2e")
         first = run_import(stack, drive, folder, images, config, root / "e2e", url, "bench-ours")
@@ -186,6 +184,35 @@ def _run_e2e(
         return {"e2e": first, "reimport": again}
     finally:
         drive.stop()
+
+
+def _run_lean(
+    args: argparse.Namespace, stack: Any, images: list, root: Path, latency: float
+) -> dict[str, Any]:
+    from bench.e2e import run_import
+    from bench.sources import disk_folder, start_drive
+
+    folder = disk_folder("bench-lean", images)
+    drive = start_drive([folder], latency)
+    try:
+        url = stack.database("bench_lean")
+        config = _e2e_config(args, len(images), mode="lean")
+        return run_import(stack, drive, folder, images, config, root / "lean", url, "bench-lean")
+    finally:
+        drive.stop()
+
+
+def _e2e_config(args: argparse.Namespace, count: int, mode: str = "full") -> Any:
+    from bench.e2e import E2EConfig
+
+    return E2EConfig(
+        workers=args.workers,
+        concurrency=args.concurrency,
+        rss_sample_at=1000 if count >= 2000 else max(1, count // 5),
+        timeout_s=max(300.0, count / 5),
+        profile_dir=args.profile,
+        mode=mode,
+    )
 
 
 def _run_bigfile(args: argparse.Namespace, stack: Any, big: Any, root: Path, latency: float) -> Any:

@@ -20,7 +20,7 @@ from imageimport.settings import Settings
 from imageimport.sources.base import RemoteFile
 from imageimport.sources.registry import parse_folder_url
 from tests.commands import run_imageimport
-from tests.fakes.folder import FakeFile, FakeFolder, make_image, sample_folder
+from tests.fakes.folder import FakeFile, FakeFolder, lean_folder, make_image, sample_folder
 from tests.pipeline.routes import ROUTES, Route, start_route
 
 SAMPLE, EXPECTED = sample_folder()
@@ -136,6 +136,36 @@ def test_sync_lists_the_folder_again_into_the_import_and_prints_the_round(
         assert "Import 00000000-0000-4000-8000-000000000000 does not exist." in unknown.output
         detached = runner.invoke(app, ["sync", import_id, "--detach"])
         assert detached.exit_code == 2 and "--detach needs NATS_URL" in detached.output
+
+
+def test_import_mode_comes_from_the_command_line_over_the_setting(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lean = lean_folder("cli lean")
+    full = FakeFolder("cli full", [FakeFile("x.png", make_image(20, 20, "PNG", seed=341))])
+    with start_route("gdrive-api", FakeFolder("cli modes", [lean.folder, full])) as running:
+        for key, value in running.env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("IMPORT_MODE", "lean")
+        by_setting = runner.invoke(app, ["import", _folder_link(lean.folder)])
+        assert by_setting.exit_code == 0, by_setting.output
+        by_option = runner.invoke(app, ["import", _folder_link(full), "--mode", "full"])
+        assert by_option.exit_code == 0, by_option.output
+    images = {i["path"]: i for i in json.loads(runner.invoke(app, ["images", "--json"]).stdout)}
+    assert {path: image["state"] for path, image in images.items()} == {
+        **{path: "unverified" for path in lean.good | lean.corrupt},
+        "x.png": "ready",
+    }
+    # Lean: the originals only, the thumbnails made later.
+    for image in images.values():
+        assert (Path("data/objects") / image["object_key"]).exists()
+        assert (Path("data/objects") / image["thumbnail_key"]).exists() == (
+            image["path"] == "x.png"
+        )
+
+
+def _folder_link(folder: FakeFolder) -> str:
+    return f"https://drive.google.com/drive/folders/{folder.id}?usp=sharing"
 
 
 def test_exit_code_is_nonzero_when_nothing_could_be_imported(

@@ -29,7 +29,8 @@ from rich.table import Table
 from imageimport import db
 from imageimport.db.models import Image
 from imageimport.errors import ImageImportError
-from imageimport.settings import Settings
+from imageimport.pipeline.modes import MODE_OPTION
+from imageimport.settings import ImportMode, Settings
 
 if TYPE_CHECKING:
     from imageimport.runtime import Runtime
@@ -112,6 +113,15 @@ def import_(
             "--detach", help="With NATS_URL: return once the folder is listed and queued."
         ),
     ] = False,
+    mode: Annotated[
+        ImportMode | None,
+        typer.Option(
+            "--mode",
+            help="full: decode, verify and thumbnail every image while importing. lean: store "
+            "each original and its headers' metadata only; thumbnails are made later. "
+            "Default: IMPORT_MODE.",
+        ),
+    ] = None,
 ) -> None:
     """Import every image of a folder into the configured store, with a live progress bar.
     Without NATS, an import of the same folder that was interrupted is finished instead."""
@@ -127,8 +137,9 @@ def import_(
         services = _services(settings)
     except ImageImportError as error:
         raise _fail(error) from None
+    options: dict[str, Any] = {MODE_OPTION: mode} if mode else {}
     if detach:
-        _plan_detached(services, lambda importer: importer.start(url))
+        _plan_detached(services, lambda importer: importer.start(url, options))
         return
 
     def resuming(import_id: str) -> None:
@@ -147,6 +158,7 @@ def import_(
                 queue=services.queue,
                 local_workers=local_workers if local_workers is not None else not settings.nats_url,
                 on_resume=resuming,
+                options=options,
             )
     except ImageImportError as error:
         raise _fail(error) from None
@@ -590,6 +602,7 @@ def _image_json(image: Image) -> dict[str, Any]:
         "object_key": image.object_key,
         "thumbnail_key": image.thumbnail_key,
         "import_id": image.import_id,
+        "state": image.state,
     }
 
 

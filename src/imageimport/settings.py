@@ -6,10 +6,16 @@ import ipaddress
 import re
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# full: every image is decoded, verified and thumbnailed while it is imported. lean: only its
+# headers are read then (format, size, EXIF); the thumbnail is made later (pipeline/lean.py).
+ImportMode = Literal["full", "lean"]
+IMPORT_MODES: tuple[ImportMode, ...] = ("full", "lean")
 
 
 class Settings(BaseSettings):
@@ -114,6 +120,8 @@ class Settings(BaseSettings):
     allow_anonymous: bool | None = None
 
     # Behaviour.
+    # How imports run unless one asks otherwise (its options' "mode").
+    import_mode: ImportMode = "full"
     concurrency: int = Field(default=8, ge=1, le=256)
     thumbnail_size: int = Field(default=400, ge=16, le=4096)
     http_timeout_seconds: float = Field(default=60.0, gt=0)

@@ -50,6 +50,7 @@ def test_an_import_downloads_no_file_over_its_own_size_limit(client: TestClient)
         ({"maxFileSizeBytes": 0}, "options.maxFileSizeBytes is 0, but it must be"),
         ({"maxFileSizeBytes": "10MB"}, "options.maxFileSizeBytes is '10MB', but it must be"),
         ({"maxFileSizeBytes": True}, "options.maxFileSizeBytes is True, but it must be"),
+        ({"mode": "fast"}, "options.mode is 'fast', but it must be full or lean"),
     ],
 )
 def test_options_the_workers_would_not_honour_are_refused(

@@ -7,9 +7,11 @@ Screenshots go to test-output/page-*.png at the repository root."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -22,7 +24,14 @@ import httpx
 import pytest
 
 from imageimport.settings import Settings
-from tests.fakes.folder import FakeFile, FakeFolder, big_folder, make_image, sample_folder
+from tests.fakes.folder import (
+    FakeFile,
+    FakeFolder,
+    big_folder,
+    lean_folder,
+    make_image,
+    sample_folder,
+)
 from tests.fakes.gdrive import FakeDrive
 from tests.fakes.server import FaultPlan
 from tests.pipeline.routes import start_route
@@ -714,3 +723,96 @@ def test_other_sites_can_neither_frame_nor_rebind_the_page(browser: Any, tmp_pat
         page.wait_for_function(ALL_THUMBNAILS_LOADED)
         assert trouble == []
         context.close()
+
+
+def test_a_lean_import_shows_placeholders_then_thumbnails_and_marks_corrupt_images(
+    browser: Any, tmp_path: Path
+) -> None:
+    lean = lean_folder("Page lean")
+    with serve(tmp_path, FakeFolder("Page modes", [lean.folder, SMALL_FOLDER])) as server:
+        link = f"https://drive.google.com/drive/folders/{lean.folder.id}?usp=sharing"
+        started = server.api(
+            "POST", "/api/v1/imports", json={"url": link, "options": {"mode": "lean"}}
+        ).json()
+        deadline = time.monotonic() + 60
+        while server.api("GET", f"/api/v1/imports/{started['id']}").json()["state"] != (
+            "succeeded"
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        images = server.api("GET", "/api/v1/images").json()["items"]
+        assert {image["state"] for image in images} == {"unverified"}
+        # The originals out of reach for a while: no thumbnail can be made, and the page
+        # shows the server's placeholders in their place.
+        objects = tmp_path / "data" / "objects"
+        away = tmp_path / "away"
+        away.mkdir()
+        originals = {i["sha256"]: next(objects.glob(f"images/*/{i['sha256']}.*")) for i in images}
+        for sha256, original in originals.items():
+            original.rename(away / sha256)
+
+        context = browser.new_context(viewport={"width": 1100, "height": 900})
+        page = context.new_page()
+        trouble = _watch_for_trouble(page)
+        page.goto(server.base + "/")
+        expect(page.locator("#gallery-grid button.thumb")).to_have_count(len(images))
+        page.wait_for_function(ALL_THUMBNAILS_LOADED)
+        assert _shown_sizes(page) == {image["path"]: (400, 400) for image in images}
+        assert page.locator("#gallery-grid .grid__item--broken").count() == 0
+        _shot(page, "lean-placeholders")
+
+        # Back: the page asks again, and each thumbnail is made and shown.
+        for sha256, original in originals.items():
+            (away / sha256).rename(original)
+        expected = {
+            image["path"]: _fit(image["width"], image["height"])
+            for image in images
+            if image["path"] in lean.good
+        }
+        page.wait_for_function(
+            """(count) => document.querySelectorAll(
+                '#gallery-grid li[data-state="ready"], #gallery-grid li[data-state="corrupt"]'
+            ).length === count""",
+            arg=len(images),
+            timeout=60_000,
+        )
+        page.wait_for_function(ALL_THUMBNAILS_LOADED)
+        shown = _shown_sizes(page)
+        assert {path: shown[path] for path in lean.good} == expected
+        for path in lean.corrupt:
+            tile = page.locator("#gallery-grid li", has=page.get_by_title(path, exact=True))
+            expect(tile).to_have_attribute("data-state", "corrupt")
+            expect(tile.locator(".thumb__state")).to_have_text("Corrupt")
+            assert shown[path] == (400, 400)  # the corrupt placeholder
+        assert page.locator("#gallery-grid .grid__item--broken").count() == 0
+        _shot(page, "lean-thumbnails")
+
+        # The form's choice: this import runs lean too.
+        page.locator("#folder-url").fill(
+            f"https://drive.google.com/drive/folders/{SMALL_FOLDER.id}?usp=sharing"
+        )
+        page.locator("#import-mode").select_option("lean")
+        page.locator("#import-submit").click()
+        expect(page.locator("#progress-state")).to_have_attribute(
+            "data-state", "succeeded", timeout=IMPORT_TIMEOUT_MS
+        )
+        with contextlib.closing(sqlite3.connect(tmp_path / "data" / "imageimport.db")) as db:
+            recorded = [json.loads(row[0]) for row in db.execute("SELECT options FROM imports")]
+        assert recorded == [{"mode": "lean"}, {"mode": "lean"}]  # the API's, then the page's
+        assert trouble == []
+        context.close()
+
+
+def _shown_sizes(page: Any) -> dict[str, tuple[int, int]]:
+    """The natural size of what each tile's <img> shows, by the tile's file name."""
+    sizes = page.eval_on_selector_all(
+        "#gallery-grid button.thumb",
+        "(buttons) => buttons.map((b) => [b.title, b.querySelector('img').naturalWidth,"
+        " b.querySelector('img').naturalHeight])",
+    )
+    return {title: (width, height) for title, width, height in sizes}
+
+
+def _fit(width: int, height: int) -> tuple[int, int]:
+    scale = min(1.0, 400 / width, 400 / height)
+    return round(width * scale), round(height * scale)

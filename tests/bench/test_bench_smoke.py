@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-pytestmark = [pytest.mark.postgres, pytest.mark.s3, pytest.mark.nats, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.postgres, pytest.mark.s3, pytest.mark.nats, pytest.mark.timeout(300)]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,6 +30,14 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "machine_cpu_s_per_image",
     ),
     "reimport": ("wall_s", "wall_vs_first", "requests"),
+    "lean": (
+        "images_per_s",
+        "mb_per_s",
+        "wall_s",
+        "peak_rss_mb_max",
+        "worker_cpu_s_per_image",
+        "machine_cpu_s_per_image",
+    ),
     "bigfile": ("wall_s", "peak_rss_mb_max", "file_mb"),
     "rclone": ("files_per_s", "mb_per_s", "wall_s", "machine_cpu_s_per_file", "peak_rss_mb"),
     "put": ("files_per_s", "mb_per_s", "wall_s", "machine_cpu_s_per_file"),
@@ -59,7 +67,7 @@ def test_smoke_bench_reports_every_metric(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=220,
+        timeout=280,
         check=False,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
@@ -73,6 +81,8 @@ def test_smoke_bench_reports_every_metric(tmp_path: Path) -> None:
     # Every file went the whole way, in each contender.
     images = report["config"]["images"]
     assert results["e2e"]["states"] == {"done": images}
+    assert results["lean"]["states"] == {"done": images}
+    assert (results["e2e"]["mode"], results["lean"]["mode"]) == ("full", "lean")
     assert results["rclone"]["files"] == results["put"]["files"] == images
     assert results["bigfile"]["states"] == {"done": 1}
     # Imported again, unchanged: settled without a single download.

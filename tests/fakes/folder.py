@@ -275,3 +275,37 @@ def big_folder(count: int, seed: int = 0, name: str | None = None) -> FakeFolder
         for i in range(count)
     ]
     return FakeFolder(name or f"big-{count}", files)
+
+
+@dataclass(frozen=True)
+class LeanFolder:
+    """A folder for lean mode: images whose headers tell their metadata, and images whose
+    headers are fine but whose pixels are cut short (found only by decoding them)."""
+
+    folder: FakeFolder
+    good: set[str]  # paths
+    corrupt: set[str]
+
+
+def lean_folder(name: str) -> LeanFolder:
+    exif = {0x010F: "Canon", 0x0110: "EOS 5D", 0x9003: TAKEN_AT.strftime("%Y:%m:%d %H:%M:%S")}
+    photo = make_image(640, 480, "JPEG", seed=61, exif=exif)
+    drawing = make_image(300, 200, "PNG", seed=62, exif={0x010F: "Nikon", 0x0110: "D750"})
+    good = [
+        FakeFile("photo.jpg", photo, "image/jpeg"),
+        FakeFile("drawing.png", drawing, "image/png"),
+        FakeFile("wide.webp", make_image(500, 120, "WEBP", seed=63, exif=exif), "image/webp"),
+        FakeFile("anim.gif", make_image(90, 60, "GIF", seed=64), "image/gif"),
+    ]
+    cut_jpeg = make_image(320, 240, "JPEG", seed=65)
+    cut_png = make_image(320, 240, "PNG", seed=66)
+    corrupt = [
+        # The headers whole, the pixel data cut off after about half of it.
+        FakeFile("cut.jpg", cut_jpeg[: len(cut_jpeg) // 2], "image/jpeg"),
+        FakeFile("cut.png", cut_png[: len(cut_png) // 2], "image/png"),
+    ]
+    return LeanFolder(
+        FakeFolder(name, [*good, *corrupt]),
+        {file.name for file in good},
+        {file.name for file in corrupt},
+    )

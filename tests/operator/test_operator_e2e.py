@@ -18,7 +18,7 @@ from imageimport.db.models import Image, Import, ImportItem, ImportSync
 from imageimport.operator.logic import rfc3339
 from tests.distributed.cluster import stream_last_sequence
 from tests.distributed.test_distributed import stored_keys
-from tests.fakes.folder import FakeFile, FakeFolder, big_folder, make_image
+from tests.fakes.folder import FakeFile, FakeFolder, big_folder, lean_folder, make_image
 from tests.fakes.server import Fault
 from tests.operator.conftest import NAMESPACE, TERMINAL, Stack
 from tests.operator.kube import GROUP, PLURAL, VERSION
@@ -621,3 +621,30 @@ def test_credentials_come_from_the_secret_even_when_it_comes_later(
         ]
     engine.dispose()
     assert dumped and not any(API_KEY in row for row in dumped)
+
+
+def test_a_resource_in_lean_mode_stores_originals_only(stack_factory: Any, s3_server: Any) -> None:
+    lean = lean_folder("operator lean")
+    stack: Stack = stack_factory(lean.folder)
+    stack.cluster.start_worker(concurrency=2)
+    stack.start_operator()
+
+    created = stack.create("lean", {"mode": "lean", "deleteImagesOnRemoval": True})
+    uid = created["metadata"]["uid"]
+    done = stack.wait_for_phase("lean", TERMINAL, timeout=90)
+    status = done["status"]
+    # Damaged pixels pass the headers: found later, when their thumbnails are made.
+    assert status["phase"] == "Succeeded", status
+    assert status["counters"]["imported"] == len(lean.good) + len(lean.corrupt)
+    with stack.cluster.engine.connect() as connection:
+        options = connection.scalar(select(Import.options).where(Import.external_id == uid))
+        states = set(connection.scalars(select(Image.state)))
+    assert options is not None and options["mode"] == "lean"
+    assert states == {"unverified"}
+    originals = sorted(original for _, original, _ in stack.cluster.images())
+    assert sorted(stored_keys(stack.cluster, s3_server)) == originals
+
+    stack.delete("lean")
+    stack.wait_for("lean", lambda obj: obj is None, timeout=30)
+    assert stack.cluster.images() == []
+    assert stored_keys(stack.cluster, s3_server) == []

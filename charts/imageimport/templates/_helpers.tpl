@@ -158,6 +158,7 @@ MAX_IMAGE_PIXELS: {{ .Values.config.maxImagePixels | int64 | quote }}
 MAX_DELIVER: {{ .Values.config.maxDeliver | quote }}
 HTTP_TIMEOUT_SECONDS: {{ .Values.config.httpTimeoutSeconds | quote }}
 THUMBNAIL_SIZE: {{ .Values.config.thumbnailSize | quote }}
+IMPORT_MODE: {{ .Values.config.importMode | quote }}
 DRIVE_ACKNOWLEDGE_ABUSE: {{ .Values.config.driveAcknowledgeAbuse | toString | quote }}
 GDRIVE_REQUESTS_PER_SECOND: {{ .Values.config.requestBudget.gdrive.requestsPerSecond | toString | quote }}
 GDRIVE_REQUESTS_BURST: {{ .Values.config.requestBudget.gdrive.burst | toString | quote }}

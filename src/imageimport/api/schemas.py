@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasPath, BaseModel, BeforeValidator, ConfigDict, Field
 
 from imageimport.db import Counters, SyncRound
-from imageimport.db.models import Import, ImportState, ItemState, SyncTrigger
+from imageimport.db.models import ImageState, Import, ImportState, ItemState, SyncTrigger
 
 API_PREFIX = "/api/v1"
 
@@ -60,8 +60,11 @@ class ImportCreate(BaseModel):
         default_factory=dict,
         description=(
             "maxFileSizeBytes: this import's limit per file, at most the installation's "
-            "MAX_FILE_SIZE_BYTES; in Kubernetes mode also deleteImagesOnRemoval (an "
-            "ImageImport's spec.options). Any other option is refused."
+            "MAX_FILE_SIZE_BYTES; mode: full (decode and thumbnail every image while "
+            "importing) or lean (store the original and its headers' metadata; thumbnails "
+            "later), the installation's IMPORT_MODE when left out; in Kubernetes mode also "
+            "deleteImagesOnRemoval (an ImageImport's spec.options). Any other option is "
+            "refused."
         ),
     )
 
@@ -261,6 +264,12 @@ class ImageOut(BaseModel):
     source_file_id: str
     import_id: str | None = Field(description="The import that first stored this image.")
     created_at: datetime
+    state: ImageState = Field(
+        description="ready: its thumbnail is stored. unverified: imported in lean mode, from "
+        "its headers only; its thumbnail is made on the first request for it. corrupt: its "
+        "pixels could not be decoded when the thumbnail was made. The thumbnail link answers "
+        "a placeholder picture until a thumbnail exists, and for a corrupt image."
+    )
     # The links are made from the row's id.
     links: Annotated[ImageLinks, BeforeValidator(_image_links)] = Field(validation_alias="id")
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from imageimport.db.engine import insert_unless_present
-from imageimport.db.models import Image, ImportItem, utcnow
+from imageimport.db.models import Image, ImageState, ImportItem, utcnow
 
 # Which images to delete: see `one_image` and `found_only_by`.
 ImageSelection = ColumnElement[bool]
@@ -38,6 +39,8 @@ class NewImage:
     provider: str
     source_file_id: str
     import_id: str
+    # unverified: imported in lean mode, its thumbnail not made yet.
+    state: ImageState = "ready"
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,20 @@ def insert_image(session: Session, image: NewImage) -> tuple[int, bool]:
 
 def get_image(session: Session, image_id: int) -> Image | None:
     return session.get(Image, image_id)
+
+
+def change_image_state(
+    session: Session, image_id: int, state: ImageState, *, was: ImageState
+) -> bool:
+    """Move the image from state `was` to `state`; False when it is not (or no longer) in
+    `was`: another process got there first, or the image was deleted."""
+    result = session.execute(
+        update(Image)
+        .where(Image.id == image_id, Image.state == was)
+        .values(state=state)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(cast(CursorResult[Any], result).rowcount)
 
 
 def image_id_with_digest(session: Session, sha256: str) -> int | None:

@@ -45,6 +45,10 @@ TERMINAL_IMPORT_STATES = frozenset(IMPORT_STATES[3:])
 # What started a sync round (see ImportSync).
 SyncTrigger = Literal["api", "cli", "page", "schedule"]
 SYNC_TRIGGERS: tuple[str, ...] = get_args(SyncTrigger)
+# ready: decoded, its thumbnail stored. unverified: imported in lean mode, from its headers
+# only; its thumbnail is still to make. corrupt: its pixels failed to decode when it was made.
+ImageState = Literal["ready", "unverified", "corrupt"]
+IMAGE_STATES: tuple[str, ...] = get_args(ImageState)
 
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -151,6 +155,9 @@ class Image(Base):
         ForeignKey("imports.id", ondelete="SET NULL"), index=True
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    state: Mapped[ImageState] = mapped_column(
+        _states(IMAGE_STATES, 16), default="ready", server_default="ready"
+    )
 
 
 class ImportSync(Base):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 import math
 import warnings
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -90,7 +90,9 @@ _TRANSPOSE = {
 
 
 @dataclass(frozen=True)
-class ImageInfo:
+class ImageHeader:
+    """What an image's headers tell, read without decoding its pixels."""
+
     format: str
     content_type: str
     extension: str
@@ -98,6 +100,12 @@ class ImageInfo:
     height: int
     taken_at: datetime | None
     camera: str | None
+
+
+@dataclass(frozen=True)
+class ImageInfo(ImageHeader):
+    """What a full decode adds: the pixels were all there, and its thumbnail."""
+
     thumbnail: bytes
 
 
@@ -125,11 +133,8 @@ def inspect(
     for WebP and AVIF), then, once the header tells how large the decode is (`decode_cost`),
     the decode itself, for which the image is opened again. Nothing is held while waiting
     for the second reservation."""
-    file.seek(0)
-    announced = sniff(file.read(SNIFF_BYTES))
-    if announced is None:
-        raise NotAnImage("Not an image: the content is not a supported image format.")
-    try:
+    announced = _announced(file)
+    with _pillow_errors():
         fmt, width, height, cost = _measure(
             file, announced, max_pixels, thumbnail_size, budget, heartbeat
         )
@@ -142,6 +147,44 @@ def inspect(
             exif = _read_exif(image)
             taken_at, camera = _exif(exif)
             thumbnail = _thumbnail(image, thumbnail_size, exif.get(_ORIENTATION))
+    return ImageInfo(**_header(fmt, width, height, taken_at, camera).__dict__, thumbnail=thumbnail)
+
+
+def read_header(
+    file: BinaryIO,
+    max_pixels: int,
+    thumbnail_size: int,
+    budget: DecodeBudget | None = None,
+    heartbeat: Callable[[], None] | None = None,
+) -> ImageHeader:
+    """What the headers tell (lean mode): the same checks as `inspect` before it decodes —
+    the format by content, the headers' size, the pixel limit, and that decoding it later
+    fits in `budget` — but no pixel is decoded, so damaged pixel data is not caught here.
+    EXIF that a PNG keeps after its pixels is not read."""
+    announced = _announced(file)
+    with _pillow_errors(), _headers(file, announced, max_pixels, budget, heartbeat) as image:
+        width, height = image.size
+        fmt = image.format or "UNKNOWN"
+        taken_at, camera = _exif(_read_exif(image, headers_only=True))
+        _draft(image, thumbnail_size)
+        cost = decode_cost(image, file, (width, height), thumbnail_size)
+    _check_fits(budget, cost, f"its {width}x{height} pixels")
+    return _header(fmt, width, height, taken_at, camera)
+
+
+def _announced(file: BinaryIO) -> str:
+    file.seek(0)
+    announced = sniff(file.read(SNIFF_BYTES))
+    if announced is None:
+        raise NotAnImage("Not an image: the content is not a supported image format.")
+    return announced
+
+
+@contextmanager
+def _pillow_errors() -> Iterator[None]:
+    """Pillow's errors as the item's: a corrupt file, or one that is not an image."""
+    try:
+        yield
     except ItemError:
         raise
     except Image.DecompressionBombError as error:
@@ -151,9 +194,14 @@ def inspect(
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as error:
         # Pillow reports damaged data through all of these.
         raise CorruptImage(f"Corrupt or truncated image: {error}") from error
+
+
+def _header(
+    fmt: str, width: int, height: int, taken_at: datetime | None, camera: str | None
+) -> ImageHeader:
     if fmt not in EXTENSIONS:
         raise NotAnImage(f"Not a supported image format ({fmt}).")
-    return ImageInfo(
+    return ImageHeader(
         format=fmt,
         content_type=Image.MIME.get(fmt, "application/octet-stream"),
         extension=EXTENSIONS[fmt],
@@ -161,7 +209,6 @@ def inspect(
         height=height,
         taken_at=taken_at,
         camera=camera,
-        thumbnail=thumbnail,
     )
 
 
@@ -173,8 +220,25 @@ def _measure(
     budget: DecodeBudget | None,
     heartbeat: Callable[[], None] | None,
 ) -> tuple[str, int, int, int]:
-    """The format, size and decode cost the header announces, read under a reservation of
-    what opening holds. Everything opened here is gone when it returns."""
+    """The format, size and decode cost the header announces. Everything opened here is gone
+    when it returns."""
+    with _headers(file, announced, max_pixels, budget, heartbeat) as image:
+        width, height = image.size
+        _draft(image, thumbnail_size)
+        cost = decode_cost(image, file, (width, height), thumbnail_size)
+        return image.format or "UNKNOWN", width, height, cost
+
+
+@contextmanager
+def _headers(
+    file: BinaryIO,
+    announced: str,
+    max_pixels: int,
+    budget: DecodeBudget | None,
+    heartbeat: Callable[[], None] | None,
+) -> Iterator[Image.Image]:
+    """The image opened (its headers read, no pixel decoded) under a reservation of what
+    opening holds, once its headers and its pixel count are found within the limits."""
     file_size = file.seek(0, io.SEEK_END)
     check_headers(file, announced)
     opening = _open_cost(announced, file_size)
@@ -188,9 +252,7 @@ def _measure(
                 f"Image too large to decode safely: {width}x{height} pixels is more than "
                 f"the limit of {max_pixels:,} (MAX_IMAGE_PIXELS)."
             )
-        _draft(image, thumbnail_size)
-        cost = decode_cost(image, file, (width, height), thumbnail_size)
-        return image.format or "UNKNOWN", width, height, cost
+        yield image
 
 
 def _open(file: BinaryIO) -> Image.Image:
@@ -220,13 +282,17 @@ def _reserved(
 ) -> AbstractContextManager[None]:
     if budget is None:
         return nullcontext()
-    if cost > budget.capacity:
+    _check_fits(budget, cost, what)
+    return budget.reserve(cost, heartbeat)
+
+
+def _check_fits(budget: DecodeBudget | None, cost: int, what: str) -> None:
+    if budget is not None and cost > budget.capacity:
         raise ImageTooLarge(
             f"Image too large to decode within the memory budget: decoding {what} takes up "
             f"to {cost / MiB:,.0f} MiB, more than the {budget.capacity / MiB:,.0f} MiB of "
             "DECODE_MEMORY_BYTES."
         )
-    return budget.reserve(cost, heartbeat)
 
 
 def _draft(image: Image.Image, size: int) -> None:
@@ -440,13 +506,15 @@ def _tag_int(tags: Mapping[int, object], tag: int, default: int) -> int:
         return default
 
 
-def _read_exif(image: Image.Image) -> Image.Exif:
-    """The image's EXIF; empty when it is unreadable, or too large to read safely."""
+def _read_exif(image: Image.Image, headers_only: bool = False) -> Image.Exif:
+    """The image's EXIF; empty when it is unreadable, or too large to read safely.
+    `headers_only`: what the headers hold, without the format's own getexif (PNG's loads the
+    pixels to look for EXIF after them)."""
     blob = image.info.get("exif")
     if isinstance(blob, bytes) and len(blob) > _MAX_EXIF_BYTES:
         return Image.Exif()
     try:
-        return image.getexif()
+        return Image.Image.getexif(image) if headers_only else image.getexif()
     except Exception:
         return Image.Exif()
 

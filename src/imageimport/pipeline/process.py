@@ -1,5 +1,7 @@
 """Process one listed file: download → verify → hash → metadata + thumbnail → store →
-record. Safe to run any number of times for the same item (at-least-once queues)."""
+record; in lean mode, download → hash → the headers' metadata → store the original →
+record it unverified. Safe to run any number of times for the same item (at-least-once
+queues)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,14 @@ from imageimport.errors import ForbiddenHost, ItemError
 from imageimport.keys import image_key, thumbnail_key
 from imageimport.pipeline.decode_budget import shared_budget
 from imageimport.pipeline.download import Download, Limits, download
-from imageimport.pipeline.imaging import THUMBNAIL_CONTENT_TYPE, ImageInfo, inspect
+from imageimport.pipeline.imaging import (
+    THUMBNAIL_CONTENT_TYPE,
+    ImageHeader,
+    ImageInfo,
+    inspect,
+    read_header,
+)
+from imageimport.pipeline.modes import mode_of
 from imageimport.queue.base import Job
 from imageimport.runtime import Runtime
 from imageimport.sources.base import RemoteFile
@@ -57,6 +66,7 @@ def process_item(
         source = runtime.source_for(record)
         provider = record.provider
         limits = Limits.of(runtime.settings, record.options)
+        read = inspect if mode_of(record.options) == "full" else read_header
     settings = runtime.settings
     try:
         fetched = download(source, remote, limits, heartbeat, abort)
@@ -78,10 +88,11 @@ def process_item(
             return _settle(runtime, item, "cancelled", "The import was cancelled.")
         stored_as = _changed_checksum(item, fetched.checksum)
         if known is not None:
-            # Identical bytes were verified and stored before: nothing to decode or upload.
+            # Identical bytes were stored before (verified, or in lean mode to be verified when
+            # their thumbnail is made): nothing to decode or upload.
             return _record(runtime, item, known, fetched.size, stored_as)
         try:
-            info = inspect(
+            info = read(
                 fetched.file,
                 settings.max_image_pixels,
                 settings.thumbnail_size,
@@ -95,7 +106,8 @@ def process_item(
         fetched.file.seek(0)
         try:
             runtime.store.put_file(key, fetched.file, fetched.size, info.content_type)
-            runtime.store.put_bytes(thumb_key, info.thumbnail, THUMBNAIL_CONTENT_TYPE)
+            if isinstance(info, ImageInfo):
+                runtime.store.put_bytes(thumb_key, info.thumbnail, THUMBNAIL_CONTENT_TYPE)
         except ItemError as error:
             # The store refuses this file for good (S3's EntityTooLarge): no retry can help.
             return _settle(runtime, item, error.state, str(error), nbytes=fetched.size)
@@ -114,7 +126,7 @@ def _commit_image(
     item: ImportItem,
     provider: str,
     fetched: Download,
-    info: ImageInfo,
+    info: ImageHeader,
     keys: tuple[str, str],
     checksum: str | None,
 ) -> str:
@@ -126,7 +138,7 @@ def _commit_image(
             db.NewImage(
                 sha256=sha256,
                 object_key=key,
-                thumbnail_key=thumb_key,
+                thumbnail_key=thumb_key,  # lean mode: where it goes once it is made
                 size=size,
                 content_type=info.content_type,
                 width=info.width,
@@ -139,6 +151,7 @@ def _commit_image(
                 provider=provider,
                 source_file_id=item.remote_id,
                 import_id=item.import_id,
+                state="ready" if isinstance(info, ImageInfo) else "unverified",
             ),
         )
         state = "done" if created else _own_or_duplicate(session, image_id, item)

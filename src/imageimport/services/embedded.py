@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from imageimport import db
 from imageimport.db.models import TERMINAL_IMPORT_STATES
@@ -55,10 +56,11 @@ def run_import(
     local_workers: bool = True,
     poll_seconds: float = 0.2,
     on_resume: Callable[[str], None] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> Snapshot:
-    """Import a folder. With a queue that lives in this process, an unfinished import of the
-    same folder (its process was interrupted) is carried on instead of starting another one,
-    and `on_resume` is told its id."""
+    """Import a folder, with these import `options`. With a queue that lives in this process,
+    an unfinished import of the same folder (its process was interrupted) is carried on, with
+    its own options, instead of starting another one, and `on_resume` is told its id."""
     workers = concurrency if local_workers else 0
     with _services(runtime, queue or MemoryQueue(), workers) as services:
         importer = services.importer
@@ -69,7 +71,8 @@ def run_import(
             if on_resume is not None:
                 on_resume(import_id)
         else:
-            import_id = importer.start(url)  # a bad URL fails here, before anything is recorded
+            # A bad URL fails here, before anything is recorded.
+            import_id = importer.start(url, options)
         (result,) = _follow(
             runtime, importer, services.queue, [import_id], on_progress, poll_seconds
         )

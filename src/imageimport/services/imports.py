@@ -28,7 +28,7 @@ from imageimport.queue.base import Job, JobQueue
 from imageimport.runtime import Runtime
 from imageimport.services.credentials import CredentialedRuntime, SecretRef
 from imageimport.services.images import prune_gone
-from imageimport.services.options import check_spec, import_options
+from imageimport.services.options import check_spec, import_options, with_mode
 from imageimport.sources.registry import parse_folder_url
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,9 @@ class Importer:
         """Record a new import and start listing it; InvalidSourceURL for a bad link."""
         ref = parse_folder_url(url)
         with self.runtime.session() as session:
-            import_id = db.create_import(session, ref, options, external_id).id
+            import_id = db.create_import(
+                session, ref, with_mode(options, self.runtime.settings), external_id
+            ).id
         self.plan_in_background(import_id)
         return import_id
 
@@ -200,7 +202,7 @@ def record_import(
     """The import of the resource `uid`, created if it does not exist yet. Safe against a
     concurrent caller recording the same uid (the API, another replica)."""
     ref = parse_folder_url(str(spec["source"]["url"]))
-    options = import_options(spec, namespace, name)
+    options = with_mode(import_options(spec, namespace, name), runtime.settings)
     with runtime.session() as session:
         return db.create_import(session, ref, options, external_id=uid).id
 

@@ -9,13 +9,14 @@ from typing import Any
 
 from imageimport.errors import ImageImportError
 from imageimport.pipeline.download import MAX_FILE_SIZE_OPTION
+from imageimport.pipeline.modes import MODE_OPTION
 from imageimport.services.credentials import OPTION, SecretRef
-from imageimport.settings import Settings
+from imageimport.settings import IMPORT_MODES, Settings
 from imageimport.sources.registry import parse_folder_url
 
 DELETE_IMAGES_OPTION = "deleteImagesOnRemoval"
 # What an import may ask for in every mode: the workers honour it per import...
-IMPORT_OPTIONS = (MAX_FILE_SIZE_OPTION,)
+IMPORT_OPTIONS = (MAX_FILE_SIZE_OPTION, MODE_OPTION)
 # ...and what an ImageImport's spec.options adds: what its removal does.
 SPEC_OPTIONS = (*IMPORT_OPTIONS, DELETE_IMAGES_OPTION)
 # spec.options of earlier versions of the CRD, see `_check_retired_fields`.
@@ -23,7 +24,8 @@ _RETIRED_OPTIONS = ("recursive", "includeNonImages", "concurrency")
 
 SUPPORTED_SPEC = (
     "an ImageImport supports spec.source.url, spec.source.credentialsSecretRef, "
-    f"spec.options.{MAX_FILE_SIZE_OPTION}, spec.options.{DELETE_IMAGES_OPTION} and spec.sync"
+    f"spec.options.{MAX_FILE_SIZE_OPTION}, spec.options.{MODE_OPTION}, "
+    f"spec.options.{DELETE_IMAGES_OPTION} and spec.sync"
 )
 
 
@@ -69,7 +71,23 @@ def import_options(spec: Mapping[str, Any], namespace: str, name: str) -> dict[s
     return options
 
 
+def with_mode(options: Mapping[str, Any] | None, settings: Settings) -> dict[str, Any]:
+    """The options an import is recorded with, which say how it ran: its own mode, else the
+    installation's IMPORT_MODE. Full mode is left unsaid there: an import without a mode ran
+    in full, as every import did before there was a choice (see pipeline.modes.mode_of)."""
+    recorded = dict(options or {})
+    if settings.import_mode != "full":
+        recorded.setdefault(MODE_OPTION, settings.import_mode)
+    return recorded
+
+
 def _check_values(options: Mapping[str, Any], settings: Settings, field: str) -> None:
+    mode = options.get(MODE_OPTION)
+    if mode is not None and mode not in IMPORT_MODES:
+        raise SpecError(
+            f"{field}.{MODE_OPTION} is {mode!r}, but it must be {' or '.join(IMPORT_MODES)} "
+            "(or left out: the installation's IMPORT_MODE)."
+        )
     size = options.get(MAX_FILE_SIZE_OPTION)
     limit = settings.max_file_size_bytes
     if size is not None and (type(size) is not int or size < 1):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from pydantic import BeforeValidator
 from imageimport import db
 from imageimport.api.deps import CursorsDep, RuntimeDep, SessionDep, SettingsDep, StoreDep
 from imageimport.api.pagination import MAX_ID, id_position
+from imageimport.api.placeholders import placeholder
 from imageimport.api.problems import (
     Problem,
     invalid_request_detail,
@@ -21,11 +23,16 @@ from imageimport.api.problems import (
     problem_responses,
 )
 from imageimport.api.schemas import ImageOut, ImagePage, Provider
-from imageimport.db.models import Image
+from imageimport.db.models import Image, ImageState
+from imageimport.errors import ImageImportError
+from imageimport.pipeline import thumbnails
 from imageimport.pipeline.imaging import THUMBNAIL_CONTENT_TYPE, ImageFormat
+from imageimport.runtime import Runtime
 from imageimport.services import images
 from imageimport.settings import Settings
 from imageimport.storage.base import ObjectStore
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/images", tags=["images"])
 
@@ -154,7 +161,8 @@ def get_image(image_id: ImageId, session: SessionDep) -> ImageOut:
 
 _BYTES_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "The bytes (local object store).",
+        "description": "The bytes (local object store); for a thumbnail not made yet or of a "
+        "corrupt image, a placeholder picture (image/svg+xml, not cached).",
         "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
     },
     304: {"description": "Not modified (If-None-Match matched the ETag)."},
@@ -192,21 +200,44 @@ def image_thumbnail(
     image_id: ImageId,
     request: Request,
     session: SessionDep,
-    store: StoreDep,
+    runtime: RuntimeDep,
     settings: SettingsDep,
 ) -> Response:
+    """An image imported in lean mode gets its thumbnail made on the first request for it;
+    until one exists, and for a corrupt image, the answer is a placeholder picture (SVG, not
+    cached), never an error."""
     image = load_image(session, image_id)
-    key, tag = image.thumbnail_key, f"{image.sha256}-thumb"
+    state, key, tag = image.state, image.thumbnail_key, f"{image.sha256}-thumb"
     session.close()
+    if state == "unverified":
+        state = _made_thumbnail(runtime, image_id)
+    if state != "ready":
+        return placeholder("corrupt" if state == "corrupt" else "unverified")
     return _serve(
         request,
-        store,
+        runtime.store,
         settings,
         key,
         THUMBNAIL_CONTENT_TYPE,
         tag,
         f"the thumbnail of image {image_id}",
     )
+
+
+def _made_thumbnail(runtime: Runtime, image_id: int) -> ImageState:
+    """The image's state after trying to make its thumbnail now."""
+    try:
+        state = thumbnails.make_thumbnail(runtime, image_id)
+    except KeyError:
+        log.warning("image %s: its original is missing from the store", image_id)
+        return "unverified"
+    except ImageImportError as error:
+        # The store or the database is unavailable: the next request tries again.
+        log.warning("image %s: thumbnail not made yet: %s", image_id, error)
+        return "unverified"
+    if state is None:
+        raise not_found(f"Image {image_id}")
+    return state
 
 
 def _serve(

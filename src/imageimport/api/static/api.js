@@ -134,7 +134,9 @@ const base = "/api/v1";
 const segment = (id) => encodeURIComponent(id);
 
 export const api = {
-  createImport: (url) => request(`${base}/imports`, { method: "POST", body: { url, options: {} } }),
+  /** mode: "full", "lean", or "" for the installation's default. */
+  createImport: (url, mode = "") =>
+    request(`${base}/imports`, { method: "POST", body: { url, options: mode ? { mode } : {} } }),
   listImports: (limit = 10) => request(`${base}/imports${query({ limit })}`),
   getImport: (id, signal) => request(`${base}/imports/${segment(id)}`, { signal }),
   importEventsUrl: (id) => `${base}/imports/${segment(id)}/events`,
@@ -144,6 +146,7 @@ export const api = {
   retryImport: (id) => request(`${base}/imports/${segment(id)}/retry`, { method: "POST" }),
   syncImport: (id, prune) =>
     request(`${base}/imports/${segment(id)}/sync`, { method: "POST", body: { prune } }),
+  getImage: (id) => request(`${base}/images/${segment(id)}`),
   listImages: ({ cursor, importId, limit = 60, signal } = {}) =>
     request(`${base}/images${query({ limit, cursor, import_id: importId })}`, { signal }),
 };

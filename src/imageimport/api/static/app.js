@@ -88,7 +88,7 @@ form.addEventListener("submit", async (event) => {
   submit.textContent = "Starting…";
   form.setAttribute("aria-busy", "true");
   try {
-    const created = await api.createImport(url);
+    const created = await api.createImport(url, byId("import-mode").value);
     input.value = "";
     openImport(created.id, { focus: true });
     progress.apply(created);

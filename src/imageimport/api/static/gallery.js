@@ -6,6 +6,9 @@ import { plural } from "./format.js";
 
 // Start fetching the next page well before the sentinel scrolls into view.
 const PREFETCH_MARGIN = "800px 0px";
+// A thumbnail link that answered a placeholder (its thumbnail not made yet) is asked again.
+const PLACEHOLDER_RETRIES = 10;
+const PLACEHOLDER_RETRY_MS = 3000;
 
 export class Gallery {
   /** onOpen(index): a thumbnail was activated. */
@@ -153,17 +156,27 @@ export class Gallery {
       height: 400,
       draggable: "false",
     });
-    const item = h(
-      "li",
-      { class: "grid__item" },
-      h(
-        "button",
-        { type: "button", class: "thumb", dataset: { id: String(image.id) }, title: name },
-        img,
-        h("span", { class: "thumb__caption" }, name),
-      ),
+    const button = h(
+      "button",
+      { type: "button", class: "thumb", dataset: { id: String(image.id) }, title: name },
+      img,
+      h("span", { class: "thumb__caption" }, name),
     );
-    img.addEventListener("load", () => item.classList.add("grid__item--loaded"));
+    const item = h("li", { class: "grid__item" }, button);
+    this.showState(item, image.state);
+    let retries = 0;
+    img.addEventListener("load", () => {
+      item.classList.add("grid__item--loaded");
+      // Imported in lean mode: this request made its thumbnail (or found it corrupt), or
+      // answered a placeholder when it could not yet; ask again a little later then.
+      if (item.dataset.state !== "unverified") return;
+      this.refreshState(item, image.id).then((state) => {
+        if (state === "unverified" && retries < PLACEHOLDER_RETRIES) {
+          retries += 1;
+          setTimeout(() => this.show(img, `${source}?attempt=${retries}`), PLACEHOLDER_RETRY_MS);
+        }
+      });
+    });
     img.addEventListener("error", () => item.classList.add("grid__item--broken"));
     if (!source) item.classList.add("grid__item--broken");
     else if (getToken()) {
@@ -173,18 +186,46 @@ export class Gallery {
     return item;
   }
 
+  /** The image's state on its tile: a badge says when it is corrupt. */
+  showState(item, state) {
+    item.dataset.state = String(state ?? "ready");
+    const button = item.querySelector("button.thumb");
+    const shown = button.querySelector(".thumb__state");
+    if (state === "corrupt" && !shown) {
+      button.append(h("span", { class: "badge badge--small thumb__state", dataset: { state } }, "Corrupt"));
+    }
+  }
+
+  /** Read the image's state again (after its thumbnail was asked for); resolves to it. */
+  async refreshState(item, id) {
+    try {
+      const image = await api.getImage(id);
+      this.showState(item, image.state);
+      const index = this.indexOf(id);
+      if (index >= 0) this.items[index] = image;
+      return image.state;
+    } catch {
+      return item.dataset.state;
+    }
+  }
+
+  /** Point the <img> at `path` (through an object URL when a token is needed). */
+  async show(img, path) {
+    try {
+      const url = await this.imageUrl(path);
+      if (getToken()) this.objectUrls.push(url);
+      img.src = url;
+    } catch {
+      img.closest(".grid__item")?.classList.add("grid__item--broken");
+    }
+  }
+
   async loadVisible(entries) {
     for (const entry of entries) {
       if (!entry.isIntersecting) continue;
       const img = entry.target;
       this.lazyLoader.unobserve(img);
-      try {
-        const url = await this.imageUrl(img.dataset.source);
-        this.objectUrls.push(url);
-        img.src = url;
-      } catch {
-        img.closest(".grid__item")?.classList.add("grid__item--broken");
-      }
+      await this.show(img, img.dataset.source);
     }
   }
 
