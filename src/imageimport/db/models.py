@@ -42,8 +42,8 @@ ImportState = Literal[
 ]
 IMPORT_STATES: tuple[str, ...] = get_args(ImportState)
 TERMINAL_IMPORT_STATES = frozenset(IMPORT_STATES[3:])
-# What started a sync round (see ImportSync).
-SyncTrigger = Literal["api", "cli", "page", "schedule"]
+# What started a sync round (see ImportSync); the page asks through the API.
+SyncTrigger = Literal["api", "cli", "schedule"]
 SYNC_TRIGGERS: tuple[str, ...] = get_args(SyncTrigger)
 # ready: decoded, its thumbnail stored. unverified: imported in lean mode, from its headers
 # only; its thumbnail is still to make. corrupt: its pixels failed to decode when it was made.

@@ -133,8 +133,8 @@ class Importer:
         """Start a sync round of a finished import: its folder listed again into it (see
         `pipeline.relist`); the round's number. With `prune`, the images of the files the
         round finds gone are deleted, unless another file still holds them. `trigger`: what
-        asked for it ('api', 'cli', 'page', 'schedule'). Raises SyncRefused while a round or
-        the import itself runs, LookupError for an unknown import."""
+        asked for it ('api': the API and the page, 'cli', 'schedule'). Raises SyncRefused
+        while a round or the import itself runs, LookupError for an unknown import."""
         if self.is_planning(import_id):
             # Finished, but this process's planner has not returned yet (a cancelled listing).
             raise _still_running(import_id)
