@@ -35,6 +35,7 @@ API_CALLS = [
     ("GET", "/api/v1/imports/00000000-0000-4000-8000-000000000000/events"),
     ("POST", "/api/v1/imports/00000000-0000-4000-8000-000000000000/cancel"),
     ("POST", "/api/v1/imports/00000000-0000-4000-8000-000000000000/retry"),
+    ("POST", "/api/v1/imports/00000000-0000-4000-8000-000000000000/sync"),
     ("GET", "/api/v1/images"),
     ("GET", "/api/v1/images/1"),
     ("GET", "/api/v1/images/1/content"),

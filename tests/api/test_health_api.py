@@ -160,6 +160,7 @@ def test_openapi_documents_every_route_with_problem_errors(client: TestClient) -
         "/api/v1/imports/{import_id}/events",
         "/api/v1/imports/{import_id}/cancel",
         "/api/v1/imports/{import_id}/retry",
+        "/api/v1/imports/{import_id}/sync",
         "/api/v1/images",
         "/api/v1/images/{image_id}",
         "/api/v1/images/{image_id}/content",
