@@ -227,7 +227,7 @@ def _growth_lines(growth: dict[str, Any], config: dict[str, Any]) -> list[str]:
     ]
     header = ("images", "images/s", "wall s", "CPU ms/image", "workers", "planner", "postgres")
     header += ("machine ms", "RSS MB")
-    lines.append("".join(f"{h:>12}" for h in header))
+    lines.append("".join(f"{h:>13}" for h in header))
     for run in runs:
         cpu = run["cpu_s_per_image"]
         cells = (
@@ -241,7 +241,7 @@ def _growth_lines(growth: dict[str, Any], config: dict[str, Any]) -> list[str]:
             _ms(run["machine_cpu_s_per_image"]),
             run["peak_rss_mb_max"],
         )
-        lines.append("".join(f"{_fmt(c):>12}" for c in cells))
+        lines.append("".join(f"{_fmt(c):>13}" for c in cells))
     lines.append(
         f"  per-image CPU at {runs[-1]['images']:,} / at {runs[0]['images']:,} images: all "
         f"processes {_fmt(growth['cpu_growth'])}, workers {_fmt(growth['worker_cpu_growth'])}"
