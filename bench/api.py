@@ -45,8 +45,9 @@ FROM (SELECT i, md5(i::text) || md5((-i)::text) AS h FROM generate_series(1, :ro
 """
 
 
-def run_api(stack: Stack, rows: int, requests: int, work_dir: Path) -> dict[str, Any]:
-    url = stack.database("bench_api")
+def fill_images(url: str, rows: int) -> float:
+    """`rows` image rows of one finished import in the database at `url`, vacuumed and
+    analysed; the seconds it took."""
     engine = create_engine(url)
     started = time.monotonic()
     with engine.begin() as connection:
@@ -62,8 +63,13 @@ def run_api(stack: Stack, rows: int, requests: int, work_dir: Path) -> dict[str,
         connection.execute(text(_FILL), {"rows": rows, "import_id": import_id})
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.execute(text("VACUUM ANALYZE images"))
-    fill_s = time.monotonic() - started
     engine.dispose()
+    return time.monotonic() - started
+
+
+def run_api(stack: Stack, rows: int, requests: int, work_dir: Path) -> dict[str, Any]:
+    url = stack.database("bench_api")
+    fill_s = fill_images(url, rows)
 
     port = free_port()
     env = stack.env(url, "bench-api", work_dir / "data")

@@ -1,6 +1,7 @@
-"""The benchmark's images: real JPEG, PNG and WebP files of about 100 KB with varied
-dimensions, made deterministically from a seed and cached on disk, so a second run reads
-them instead of making them again.
+"""The benchmark's images: real JPEG, PNG and WebP files of about 100 KB ("standard") or
+about 10 KB ("small", for runs of 100,000 images) with varied dimensions, made
+deterministically from a seed and cached on disk, so a second run reads them instead of
+making them again.
 
 Image i depends only on (seed, i): a cache made by a smaller run is extended, never redone,
 and generating in parallel gives the same bytes as generating in order."""
@@ -19,7 +20,8 @@ from pathlib import Path
 from PIL import Image, ImageChops
 
 CACHE_DIR = Path(__file__).parent / ".cache"
-TARGET_BYTES = 100_000
+# The size each flavour's files land near.
+TARGET_BYTES = {"standard": 100_000, "small": 10_000}
 # (format, share of the images): photos are mostly JPEG.
 FORMAT_MIX = (("JPEG", 0.70), ("PNG", 0.15), ("WEBP", 0.15))
 EXTENSION = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
@@ -44,13 +46,16 @@ class BenchImage:
     height: int
 
 
-def cache_dir(seed: int) -> Path:
-    return CACHE_DIR / f"images-seed{seed}-v{_MANIFEST_VERSION}"
+def cache_dir(seed: int, flavour: str = "standard") -> Path:
+    prefix = "" if flavour == "standard" else f"{flavour}-"
+    return CACHE_DIR / f"{prefix}images-seed{seed}-v{_MANIFEST_VERSION}"
 
 
-def dataset(count: int, seed: int = 0) -> list[BenchImage]:
-    """`count` images, made (in parallel) only where the cache does not have them yet."""
-    directory = cache_dir(seed)
+def dataset(count: int, seed: int = 0, flavour: str = "standard") -> list[BenchImage]:
+    """`count` images of a flavour of TARGET_BYTES, made (in parallel) only where the cache
+    does not have them yet."""
+    target = TARGET_BYTES[flavour]
+    directory = cache_dir(seed, flavour)
     directory.mkdir(parents=True, exist_ok=True)
     manifest = directory / "manifest.json"
     known: list[BenchImage] = []
@@ -59,7 +64,7 @@ def dataset(count: int, seed: int = 0) -> list[BenchImage]:
         # A file removed by hand is made again rather than served as missing.
         known = known[: next((i for i, m in enumerate(known) if not Path(m.path).exists()), None)]
     if len(known) < count:
-        missing = [(seed, i, str(directory)) for i in range(len(known), count)]
+        missing = [(seed, i, target, str(directory)) for i in range(len(known), count)]
         processes = max(1, os.cpu_count() or 1)
         with multiprocessing.get_context("fork").Pool(processes) as pool:
             known += pool.map(_make_one, missing, chunksize=64)
@@ -93,11 +98,11 @@ def pick_format(rng: random.Random) -> str:
     return FORMAT_MIX[-1][0]
 
 
-def _make_one(task: tuple[int, int, str]) -> BenchImage:
-    seed, index, directory = task
+def _make_one(task: tuple[int, int, int, str]) -> BenchImage:
+    seed, index, target, directory = task
     rng = random.Random(f"image:{seed}:{index}")
     fmt = pick_format(rng)
-    pixels = TARGET_BYTES / BYTES_PER_PIXEL[fmt] * rng.uniform(0.75, 1.25)
+    pixels = target / BYTES_PER_PIXEL[fmt] * rng.uniform(0.75, 1.25)
     aspect = rng.choice(ASPECTS)
     width = min(_TILE - 1, max(64, round((pixels * aspect) ** 0.5)))
     height = min(_TILE - 1, max(64, round(pixels / width)))

@@ -178,8 +178,13 @@ def _wait(
         if planner.poll() not in (None, 0):
             raise RuntimeError(f"the planner exited with {planner.returncode}")
         with engine.connect() as connection:
+            # Created since the start: the database may already hold imports (growth part).
             row = connection.execute(
-                text("SELECT id, state FROM imports ORDER BY created_at DESC LIMIT 1")
+                text(
+                    "SELECT id, state FROM imports WHERE created_at >= :since "
+                    "ORDER BY created_at DESC LIMIT 1"
+                ),
+                {"since": datetime.fromtimestamp(started, UTC)},
             ).first()
             if row is None:
                 continue

@@ -3,8 +3,9 @@
 Parts: e2e (the distributed import), reimport (e2e's folder imported again, unchanged),
 lean (e2e's import in lean mode: no decode, no thumbnail, into a database and bucket of its
 own), bigfile (one large file through a worker), rclone and put (the baselines on the same files
-and S3), listing (a 100,000-file folder), embedded (SQLite + local folder in one process),
-api (GET /api/v1/images at 1,000,000 rows)."""
+and S3), growth (e2e's import of small images at 1,000, 10,000 and 100,000 images: the cost
+per image as imports grow), listing (a 100,000-file folder), embedded (SQLite + local folder
+in one process), api (GET /api/v1/images at 1,000,000 rows)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,19 @@ from bench import procstat
 from bench.dataset import big_file, dataset
 from bench.report import ratios, table, targets
 
-PARTS = ("e2e", "reimport", "lean", "bigfile", "rclone", "put", "listing", "embedded", "api")
-_NEEDS_SERVERS = {"e2e", "reimport", "lean", "bigfile", "rclone", "put", "api"}
+PARTS = (
+    "e2e",
+    "reimport",
+    "lean",
+    "bigfile",
+    "rclone",
+    "put",
+    "growth",
+    "listing",
+    "embedded",
+    "api",
+)
+_NEEDS_SERVERS = {"e2e", "reimport", "lean", "bigfile", "rclone", "put", "growth", "api"}
 SMOKE = {
     "images": 200,
     "listing_files": 3000,
@@ -30,6 +42,8 @@ SMOKE = {
     "api_rows": 20_000,
     "api_requests": 30,
     "big_file_mb": 20,
+    "growth_sizes": "20,60",
+    "growth_preload_rows": 2000,
 }
 
 
@@ -49,6 +63,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--api-requests", type=int, default=300, help="per page measured")
     parser.add_argument("--big-file-mb", type=int, default=300)
     parser.add_argument(
+        "--growth-sizes",
+        default="1000,10000,100000",
+        help="comma-separated import sizes of the growth part (1000,10000,100000)",
+    )
+    parser.add_argument(
+        "--growth-preload-rows",
+        type=int,
+        default=0,
+        help="image rows already in the database at each growth size (0; e.g. 1000000)",
+    )
+    parser.add_argument(
         "--no-pg-fsync",
         dest="pg_fsync",
         action="store_false",
@@ -66,6 +91,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown part(s) {sorted(unknown)}; choose from {', '.join(PARTS)}")
     if "reimport" in args.parts and "e2e" not in args.parts:
         parser.error("reimport imports the folder of e2e again: add e2e to --only")
+    try:
+        args.growth_sizes = sorted({int(n) for n in str(args.growth_sizes).split(",") if n})
+    except ValueError:
+        parser.error(f"--growth-sizes takes whole numbers separated by commas: {args.growth_sizes}")
+    if "growth" in args.parts and (len(args.growth_sizes) < 2 or min(args.growth_sizes) < 1):
+        parser.error("--growth-sizes needs at least two sizes of 1 image or more")
     return args
 
 
@@ -82,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             "parts": args.parts,
             "smoke": args.smoke,
             "pg_fsync": args.pg_fsync,
+            "growth_sizes": args.growth_sizes,
+            "growth_preload_rows": args.growth_preload_rows,
         },
         "machine": procstat.machine(),
         "load_average_at_start": procstat.load_average(),
@@ -124,6 +157,22 @@ def main(argv: list[str] | None = None) -> int:
 
             _say("put: bare boto3 PUT loop from disk")
             results["put"] = run_put(stack, images[: args.images], total)
+        if "growth" in args.parts:
+            from bench.growth import run_growth
+
+            largest = max(args.growth_sizes)
+            _say(f"growth: {args.growth_sizes} small images (cached under bench/.cache)")
+            results["growth"] = run_growth(
+                stack,
+                dataset(largest, args.seed, "small"),
+                args.growth_sizes,
+                args.workers,
+                args.concurrency,
+                latency,
+                args.growth_preload_rows,
+                root / "growth",
+                args.profile,
+            )
         if "listing" in args.parts:
             from bench.listing import run_listing
 

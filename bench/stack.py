@@ -51,17 +51,21 @@ class Stack:
     nats: NatsServer
     s3: S3Server
 
-    def database(self, name: str) -> str:
-        """A fresh, migrated database; its SQLAlchemy URL."""
+    def database(self, name: str, template: str | None = None) -> str:
+        """A fresh, migrated database (a copy of the database `template`, made by this
+        method, when given); its SQLAlchemy URL."""
         admin = psycopg2.connect(
             host="127.0.0.1", port=self.postgres.port, user="postgres", dbname="postgres"
         )
         admin.autocommit = True
         with admin.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            cursor.execute(f'CREATE DATABASE "{name}"')
+            copied = f' TEMPLATE "{template}"' if template else ""
+            cursor.execute(f'CREATE DATABASE "{name}"{copied}')
         admin.close()
         url = make_url(self.postgres.url).set(database=name).render_as_string(False)
+        if template:
+            return url
         engine = make_engine(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
         upgrade(engine)
         engine.dispose()
