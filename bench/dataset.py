@@ -60,7 +60,12 @@ def dataset(count: int, seed: int = 0, flavour: str = "standard") -> list[BenchI
     manifest = directory / "manifest.json"
     known: list[BenchImage] = []
     if manifest.exists():
-        known = [BenchImage(**entry) for entry in json.loads(manifest.read_text())]
+        # Paths are this directory's whatever the manifest says: a cache copied or moved from
+        # another clone still finds its files.
+        known = [
+            BenchImage(**{**entry, "path": str(directory / entry["name"])})
+            for entry in json.loads(manifest.read_text())
+        ]
         # A file removed by hand is made again rather than served as missing.
         known = known[: next((i for i, m in enumerate(known) if not Path(m.path).exists()), None)]
     if len(known) < count:
@@ -159,7 +164,7 @@ def big_file(megabytes: int, seed: int = 0) -> BenchImage:
     path = directory / f"big-{megabytes}mb.jpg"
     meta = path.with_suffix(".json")
     if path.exists() and meta.exists():
-        return BenchImage(**json.loads(meta.read_text()))
+        return BenchImage(**{**json.loads(meta.read_text()), "path": str(path)})
     # In a child process: the raw pixels need more memory than this process should keep.
     with multiprocessing.get_context("fork").Pool(1) as pool:
         image = pool.apply(_make_big, (megabytes, seed, str(path)))
