@@ -117,7 +117,7 @@ def table(report: dict[str, Any]) -> str:
     def row(label: str, *cells: object) -> None:
         lines.append(f"{label:<34}" + "".join(f"{_fmt(c):>12}" for c in cells))
 
-    if any(k in results for k in ("e2e", "rclone", "put")):
+    if any(k in results for k in ("e2e", "lean", "rclone", "put")):
         lines.append(
             f"{report['config']['images']:,} images, {report['config']['latency_ms']} ms per "
             f"request, {report['config']['workers']} workers x "
@@ -130,6 +130,11 @@ def table(report: dict[str, Any]) -> str:
             row("imageimport (distributed)", e["images_per_s"], e["mb_per_s"], e["wall_s"],
                 _ms(e["cpu_s_per_image"]["all"]), _ms(e["machine_cpu_s_per_image"]))  # fmt: skip
             cpu_lines.append(("imageimport", e["cpu_s_per_image"]))
+        if "lean" in results:
+            le = results["lean"]
+            row("imageimport, lean mode", le["images_per_s"], le["mb_per_s"], le["wall_s"],
+                _ms(le["cpu_s_per_image"]["all"]), _ms(le["machine_cpu_s_per_image"]))  # fmt: skip
+            cpu_lines.append(("lean", le["cpu_s_per_image"]))
         if "rclone" in results:
             r = results["rclone"]
             row(f"rclone copy (--transfers {r['transfers']})", r["files_per_s"], r["mb_per_s"],
