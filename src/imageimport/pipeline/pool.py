@@ -8,6 +8,7 @@ import math
 import random
 import threading
 import time
+from collections.abc import Callable
 
 from imageimport import db, metrics
 from imageimport.errors import DatabaseError, ImageImportError, TransientError
@@ -28,24 +29,35 @@ def retry_delay(attempt: int, hinted: float | None = None) -> float:
     return min(MAX_RETRY_DELAY, 2.0 ** (attempt - 1)) * random.uniform(0.8, 1.2)
 
 
-def handle(runtime: Runtime, delivery: Delivery, abort: threading.Event | None = None) -> str:
+def handle(
+    runtime: Runtime,
+    delivery: Delivery,
+    settled: Callable[[str], None],
+    abort: threading.Event | None = None,
+) -> str:
     """Process one delivery and settle it: ack once the outcome is committed, retry later
     on transient trouble, record a final failure after the last allowed attempt, and hand
-    the job back untried when `abort` interrupts it (the process is stopping)."""
+    the job back untried when `abort` interrupts it (the process is stopping). `settled` is
+    told the import of each item settled here, once its outcome is committed."""
     try:
-        return _handle(runtime, delivery, abort)
+        return _handle(runtime, delivery, settled, abort)
     except ImageImportError as error:
         # Settling failed (queue unreachable): the message comes back by itself later.
         log.warning("item %s: %s", delivery.job.item_id, error)
         return "unsettled"
 
 
-def _handle(runtime: Runtime, delivery: Delivery, abort: threading.Event | None) -> str:
+def _handle(
+    runtime: Runtime,
+    delivery: Delivery,
+    settled: Callable[[str], None],
+    abort: threading.Event | None,
+) -> str:
     job = delivery.job
     limit = runtime.settings.max_deliver
     if delivery.attempt > limit:
         # Delivered again although every attempt ended in a crash of the worker itself.
-        return _give_up(runtime, delivery, f"Gave up after {limit} attempts that crashed.")
+        return _give_up(runtime, delivery, settled, f"Gave up after {limit} attempts that crashed.")
     started = time.monotonic()
     try:
         with metrics.IN_FLIGHT.track_inprogress():
@@ -61,37 +73,80 @@ def _handle(runtime: Runtime, delivery: Delivery, abort: threading.Event | None)
             if not isinstance(error, DatabaseError | OSError):
                 log.exception("unexpected error processing item %s", job.item_id)
         if delivery.attempt >= limit:
-            return _give_up(runtime, delivery, f"Gave up after {limit} attempts: {reason}")
+            return _give_up(runtime, delivery, settled, f"Gave up after {limit} attempts: {reason}")
         _note_attempt(runtime, job.item_id, reason)
         delivery.retry_later(retry_delay(delivery.attempt, getattr(error, "retry_after", None)))
         metrics.ITEM_RETRIES.inc()
         return "retry"
-    _settle_import(runtime, job.import_id)
+    settled(job.import_id)
     delivery.ack()
     metrics.ITEMS.labels(state).inc()
     metrics.DURATION.observe(time.monotonic() - started)
     return state
 
 
-def _give_up(runtime: Runtime, delivery: Delivery, reason: str) -> str:
+def _give_up(
+    runtime: Runtime, delivery: Delivery, settled: Callable[[str], None], reason: str
+) -> str:
     try:
         fail_item(runtime, delivery.job, reason)
-        _settle_import(runtime, delivery.job.import_id)
     except DatabaseError:
         log.warning("cannot record the failure of item %s yet", delivery.job.item_id)
         delivery.retry_later(retry_delay(delivery.attempt))
         return "retry"
+    settled(delivery.job.import_id)
     delivery.give_up()
     metrics.ITEMS.labels("failed").inc()
     return "failed"
 
 
-def _settle_import(runtime: Runtime, import_id: str) -> None:
-    try:
-        settle_import(runtime, import_id)
-    except DatabaseError:
-        # The periodic sweep (sweep_finished_imports) settles it once the database is back.
-        log.warning("cannot check whether import %s is complete yet", import_id)
+SETTLE_SECONDS = 0.5
+
+
+class ImportSettler:
+    """Gives imports their final state once their last item is settled, checking each import
+    whose items this process settled at most once every `interval` seconds: one query per
+    import and interval, not one per file, whose cost would grow with the import (PostgreSQL
+    reads past the settled rows to find a pending one). The last item of an import is always
+    followed by a check in the process that settled it, within `interval`; a check that
+    fails (the database is down) is tried again at the next one."""
+
+    def __init__(self, runtime: Runtime, interval: float = SETTLE_SECONDS) -> None:
+        self.runtime = runtime
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._touched: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="settler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Check what is left to check, and stop."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(self.interval + 5)
+        self.check()
+
+    def note(self, import_id: str) -> None:
+        """An item of this import was settled (and committed)."""
+        with self._lock:
+            self._touched.add(import_id)
+
+    def check(self) -> None:
+        with self._lock:
+            touched, self._touched = self._touched, set()
+        for import_id in touched:
+            try:
+                settle_import(self.runtime, import_id)
+            except DatabaseError:
+                log.warning("cannot check whether import %s is complete yet", import_id)
+                self.note(import_id)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.check()
 
 
 def _describe(error: BaseException) -> str:
@@ -136,8 +191,10 @@ class WorkerPool:
         self._stop = threading.Event()
         self._abort = threading.Event()
         self._puller = threading.Thread(target=self._pull_loop, name="puller", daemon=True)
+        self._settler = ImportSettler(runtime)
 
     def start(self) -> None:
+        self._settler.start()
         self._puller.start()
 
     def stop(self, grace: float | None = None) -> None:
@@ -150,15 +207,15 @@ class WorkerPool:
             # A pull ends within its 0.5 s unless the queue hangs; what it brings in after
             # the downloads were interrupted goes straight back (see _pull_loop).
             self._puller.join(PULL_SECONDS + 1)
-        if self._wait_idle(grace):
-            return
-        log.warning("stopping: interrupting %d file(s) still in progress", self._busy)
-        self._abort.set()
-        if not self._wait_idle(STOP_BOUND_SECONDS):
-            log.warning(
-                "stopping: %d file(s) did not finish in time; they will be processed again",
-                self._busy,
-            )
+        if not self._wait_idle(grace):
+            log.warning("stopping: interrupting %d file(s) still in progress", self._busy)
+            self._abort.set()
+            if not self._wait_idle(STOP_BOUND_SECONDS):
+                log.warning(
+                    "stopping: %d file(s) did not finish in time; they will be processed again",
+                    self._busy,
+                )
+        self._settler.stop()
 
     def _wait_idle(self, seconds: float) -> bool:
         deadline = time.monotonic() + seconds
@@ -200,7 +257,7 @@ class WorkerPool:
 
     def _run(self, delivery: Delivery) -> None:
         try:
-            handle(self.runtime, delivery, self._abort)
+            handle(self.runtime, delivery, self._settler.note, self._abort)
         finally:
             with self._changed:
                 self._busy -= 1
