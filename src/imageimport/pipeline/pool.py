@@ -143,6 +143,9 @@ class ImportSettler:
             except DatabaseError:
                 log.warning("cannot check whether import %s is complete yet", import_id)
                 self.note(import_id)
+            except Exception:
+                # Whatever went wrong with this import, the others must still be finished.
+                log.exception("checking whether import %s is complete failed", import_id)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
