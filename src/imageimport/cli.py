@@ -91,28 +91,32 @@ def main(
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+# Options the commands that run imports share.
+ConcurrencyOption = Annotated[
+    int | None, typer.Option("--concurrency", "-c", min=1, max=256, help="Parallel files.")
+]
+LocalWorkersOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--local-workers/--no-local-workers",
+        help="Process files in this process too. Default: yes, unless NATS_URL is set "
+        "(then `imageimport worker` processes do the work).",
+    ),
+]
+DetachOption = Annotated[
+    bool,
+    typer.Option("--detach", help="With NATS_URL: return once the folder is listed and queued."),
+]
+
+
 @app.command("import")
 def import_(
     url: Annotated[
         str, typer.Argument(help="A Google Drive folder or Dropbox shared folder link.")
     ],
-    concurrency: Annotated[
-        int | None, typer.Option("--concurrency", "-c", min=1, max=256, help="Parallel files.")
-    ] = None,
-    local_workers: Annotated[
-        bool | None,
-        typer.Option(
-            "--local-workers/--no-local-workers",
-            help="Process files in this process too. Default: yes, unless NATS_URL is set "
-            "(then `imageimport worker` processes do the work).",
-        ),
-    ] = None,
-    detach: Annotated[
-        bool,
-        typer.Option(
-            "--detach", help="With NATS_URL: return once the folder is listed and queued."
-        ),
-    ] = False,
+    concurrency: ConcurrencyOption = None,
+    local_workers: LocalWorkersOption = None,
+    detach: DetachOption = False,
     mode: Annotated[
         ImportMode | None,
         typer.Option(
@@ -243,23 +247,9 @@ def sync(
             "in a folder (of this or another import) holds them.",
         ),
     ] = False,
-    concurrency: Annotated[
-        int | None, typer.Option("--concurrency", "-c", min=1, max=256, help="Parallel files.")
-    ] = None,
-    local_workers: Annotated[
-        bool | None,
-        typer.Option(
-            "--local-workers/--no-local-workers",
-            help="Process files in this process too. Default: yes, unless NATS_URL is set "
-            "(then `imageimport worker` processes do the work).",
-        ),
-    ] = None,
-    detach: Annotated[
-        bool,
-        typer.Option(
-            "--detach", help="With NATS_URL: return once the folder is listed and queued."
-        ),
-    ] = False,
+    concurrency: ConcurrencyOption = None,
+    local_workers: LocalWorkersOption = None,
+    detach: DetachOption = False,
 ) -> None:
     """List a finished import's folder again into the same import (a sync round): new and
     changed files are imported, unchanged ones are not downloaded, files no longer there
@@ -315,9 +305,7 @@ def _sync_line(sync: db.SyncRound) -> str:
 
 @app.command()
 def resume(
-    concurrency: Annotated[
-        int | None, typer.Option("--concurrency", "-c", min=1, max=256, help="Parallel files.")
-    ] = None,
+    concurrency: ConcurrencyOption = None,
 ) -> None:
     """Finish the imports a crash or restart interrupted. Without NATS, this process does the
     work, with the progress, summary and exit code of `import`; with NATS, it lists again the
@@ -351,9 +339,7 @@ def resume(
 
 @app.command()
 def worker(
-    concurrency: Annotated[
-        int | None, typer.Option("--concurrency", "-c", min=1, max=256, help="Parallel files.")
-    ] = None,
+    concurrency: ConcurrencyOption = None,
 ) -> None:
     """Process files from NATS JetStream until SIGTERM/SIGINT (the distributed mode)."""
     from imageimport.worker.service import run_worker
