@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -16,29 +14,12 @@ from botocore.config import Config
 from sqlalchemy import text
 from sqlalchemy.exc import ProgrammingError
 
-from tests.distributed.cluster import Cluster, purge_stream, stream_last_sequence
+from tests.distributed.cluster import Cluster, stream_last_sequence
 from tests.fakes.folder import EVERY_DOWNLOAD, FakeFile, FakeFolder, big_folder, make_image
 from tests.fakes.server import Fault, FaultPlan
-from tests.pipeline.routes import Route, start_route
+from tests.pipeline.routes import start_route
 
 pytestmark = [pytest.mark.postgres, pytest.mark.s3, pytest.mark.nats, pytest.mark.timeout(420)]
-
-
-@pytest.fixture
-def cluster_factory(
-    tmp_path: Path, postgres_database: str, nats_server: Any, s3_server: Any
-) -> Iterator[Any]:
-    purge_stream(nats_server.url)
-    made: list[Cluster] = []
-
-    def make(route: Route) -> Cluster:
-        cluster = Cluster(tmp_path, postgres_database, nats_server.url, s3_server, route.env)
-        made.append(cluster)
-        return cluster
-
-    yield make
-    for cluster in made:
-        cluster.stop()
 
 
 def stored_keys(cluster: Cluster, s3: Any) -> list[str]:

@@ -5,13 +5,11 @@ Without the budget, the fake sees all of them (some 42 requests) within one seco
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
-from tests.distributed.cluster import Cluster, purge_stream
+from tests.distributed.cluster import Cluster
 from tests.fakes.folder import FakeFile, FakeFolder, make_image
 from tests.pipeline.routes import Route, start_route
 
@@ -26,23 +24,6 @@ LAG = 0.5
 SEEN_AT_MOST = BURST + int(RATE * (1 + LAG))
 FILES = 40
 WORKERS = 4
-
-
-@pytest.fixture
-def cluster_factory(
-    tmp_path: Path, postgres_database: str, nats_server: Any, s3_server: Any
-) -> Iterator[Callable[[Route], Cluster]]:
-    purge_stream(nats_server.url)
-    made: list[Cluster] = []
-
-    def make(route: Route) -> Cluster:
-        cluster = Cluster(tmp_path, postgres_database, nats_server.url, s3_server, route.env)
-        made.append(cluster)
-        return cluster
-
-    yield make
-    for cluster in made:
-        cluster.stop()
 
 
 def test_four_workers_share_one_request_budget(
