@@ -71,7 +71,8 @@ def insert_image(session: Session, image: NewImage) -> tuple[int, bool]:
     values = {**image.__dict__, "created_at": utcnow()}
     # Two rounds: the row that made the insert conflict may be deleted before we read it.
     for _ in range(2):
-        created = session.execute(statement, values).scalar_one_or_none()
+        # On the connection: the ORM's layer around a Core statement costs CPU for nothing.
+        created = session.connection().execute(statement, values).scalar_one_or_none()
         if created is not None:
             return int(created), True
         existing = image_id_with_digest(session, image.sha256)

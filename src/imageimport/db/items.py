@@ -289,6 +289,8 @@ def get_item(session: Session, item_id: int) -> ImportItem | None:
 
 # The statements a worker runs for every file, built once: SQLAlchemy then skips building
 # them and computing their cache keys on every call (a good part of the client's CPU per file).
+# Those that load no ORM object run on the session's connection: the ORM's layer around a
+# statement cost as much client CPU again (py-spy, bench/RESULTS.md).
 _ITEM_WITH_IMPORT = (
     select(ImportItem, Import)
     .join(Import, Import.id == ImportItem.import_id)
@@ -335,7 +337,11 @@ def item_states_and_image(
 ) -> tuple[str, str, int | None]:
     """The item's state, its import's ("gone" once deleted), and the stored image with
     this digest if there is one, in one round trip."""
-    row = session.execute(_STATES_AND_IMAGE, {"item_id": item_id, "sha256": sha256}).first()
+    row = (
+        session.connection()
+        .execute(_STATES_AND_IMAGE, {"item_id": item_id, "sha256": sha256})
+        .first()
+    )
     if row is None:
         return "gone", "gone", None
     return str(row[0]), str(row[1]), (int(row[2]) if row[2] is not None else None)
@@ -359,7 +365,7 @@ def finish_item(
     """Settle a pending item; False if it was already settled (a redelivered message).
     `checksum` replaces the listed one: the file changed after it was listed, and the item
     records the version whose bytes were stored, as the next import compares it."""
-    result = session.execute(
+    result = session.connection().execute(
         _FINISH_ITEM,
         {
             "item_id": item_id,
