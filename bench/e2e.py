@@ -34,6 +34,7 @@ class E2EConfig:
     rss_sample_at: int  # settled files at which the workers' peak RSS is read mid-run
     timeout_s: float
     profile_dir: Path | None = None
+    profile_gil: bool = False  # see bench.run --profile-gil
     mode: str = "full"  # the import's --mode
 
 
@@ -48,7 +49,14 @@ def run_import(
     bucket: str,
 ) -> dict[str, Any]:
     env = stack.env(database_url, bucket, work_dir / "data") | drive.env()
-    workers = Workers(env, config.workers, config.concurrency, work_dir, config.profile_dir)
+    workers = Workers(
+        env,
+        config.workers,
+        config.concurrency,
+        work_dir,
+        config.profile_dir,
+        config.profile_gil,
+    )
     engine = create_engine(database_url)
     try:
         workers.start()
@@ -111,7 +119,14 @@ def run_reimport(
     """The folder `first` imported, imported again into the same database and bucket, with
     nothing changed at the source: every file should be settled unchanged, not downloaded."""
     env = stack.env(database_url, bucket, work_dir / "data") | drive.env()
-    workers = Workers(env, config.workers, config.concurrency, work_dir, config.profile_dir)
+    workers = Workers(
+        env,
+        config.workers,
+        config.concurrency,
+        work_dir,
+        config.profile_dir,
+        config.profile_gil,
+    )
     engine = create_engine(database_url)
     requests, downloads = drive.times.requests, drive.times.downloads
     try:

@@ -40,6 +40,7 @@ def run_growth(
     preload_rows: int,
     work_dir: Path,
     profile_dir: Path | None = None,
+    profile_gil: bool = False,
 ) -> dict[str, Any]:
     template = None
     fill_s = None
@@ -58,7 +59,8 @@ def run_growth(
             concurrency=concurrency,
             rss_sample_at=min(1000, max(1, size // 5)),
             timeout_s=max(300.0, size / 5),
-            profile_dir=profile_dir / f"growth-{size}" if profile_dir else None,
+            profile_dir=profile_dir / str(size) if profile_dir else None,
+            profile_gil=profile_gil,
         )
         try:
             url = stack.database(f"bench_growth_{size}", template=template)

@@ -1,6 +1,6 @@
 """Summarise py-spy's collapsed stacks (`--profile DIR`): where the workers' CPU went.
 
-python -m bench.profile DIR [--top 30] [--focus process_item]
+python -m bench.profile DIR/e2e [--top 30] [--focus process_item]
 """
 
 from __future__ import annotations

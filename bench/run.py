@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_false",
         help="run PostgreSQL without fsync (default: durable, as in production)",
     )
-    parser.add_argument("--profile", type=Path, help="py-spy the workers into this directory")
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy the workers into this directory, a folder per part"
+    )
+    parser.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="sample only threads that hold the GIL: the CPU of Python code, without the "
+        "waits py-spy cannot tell from work (and without native code that lets the GIL go)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the servers' temp directory")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -171,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                 latency,
                 args.growth_preload_rows,
                 root / "growth",
-                args.profile,
+                args.profile / "growth" if args.profile else None,
+                args.profile_gil,
             )
         if "listing" in args.parts:
             from bench.listing import run_listing
@@ -227,6 +237,8 @@ def _run_e2e(
         first = run_import(stack, drive, folder, images, config, root / "e2e", url, "bench-ours")
         if "reimport" not in args.parts:
             return {"e2e": first}
+        if args.profile:
+            config = replace(config, profile_dir=args.profile / "reimport")
         again = run_reimport(
             stack, drive, folder, config, root / "reimport", url, "bench-ours", first
         )
@@ -259,7 +271,8 @@ def _e2e_config(args: argparse.Namespace, count: int, mode: str = "full") -> Any
         concurrency=args.concurrency,
         rss_sample_at=1000 if count >= 2000 else max(1, count // 5),
         timeout_s=max(300.0, count / 5),
-        profile_dir=args.profile,
+        profile_dir=args.profile / ("e2e" if mode == "full" else mode) if args.profile else None,
+        profile_gil=args.profile_gil,
         mode=mode,
     )
 

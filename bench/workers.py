@@ -39,12 +39,14 @@ class Workers:
         concurrency: int,
         log_dir: Path,
         profile_dir: Path | None = None,
+        profile_gil: bool = False,
     ) -> None:
         self.env = env
         self.count = count
         self.concurrency = concurrency
         self.log_dir = log_dir
         self.profile_dir = profile_dir
+        self.profile_gil = profile_gil
         self.processes: list[subprocess.Popen[bytes]] = []
         self.profilers: list[subprocess.Popen[bytes]] = []
         self.ports: list[int] = []
@@ -90,9 +92,12 @@ class Workers:
         spy = tool("py-spy")
         for index, process in enumerate(self.processes):
             out = self.profile_dir / f"worker-{index}.collapsed.txt"
-            # Collapsed stacks (flamegraph.pl / speedscope read them); CPU samples only.
+            # Collapsed stacks (flamegraph.pl / speedscope read them). py-spy leaves out the
+            # threads it sees idle, but not those waiting inside C code (libpq, sockets).
             argv = [spy, "record", "--pid", str(process.pid), "--rate", "200", "--format"]
             argv += ["raw", "--output", str(out), "--nonblocking"]
+            if self.profile_gil:
+                argv.append("--gil")
             self.profilers.append(
                 subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             )
