@@ -230,7 +230,8 @@ def _growth_lines(growth: dict[str, Any], config: dict[str, Any]) -> list[str]:
         f"on average), {config['workers']} workers x {config['concurrency']}, "
         f"{growth['preloaded_rows']:,} image rows in the database before each"
     ]
-    header = ("images", "images/s", "wall s", "CPU ms/image", "workers", "planner", "postgres")
+    header: tuple[str, ...] = ("images", "images/s", "wall s", "CPU ms/image", "workers")
+    header += ("planner", "postgres")
     header += ("machine ms", "RSS MB")
     lines.append("".join(f"{h:>13}" for h in header))
     for run in runs:

@@ -17,11 +17,14 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import procstat
 from bench.dataset import big_file, dataset
 from bench.report import ratios, table, targets
+
+if TYPE_CHECKING:
+    from bench.stack import Stack
 
 PARTS = (
     "e2e",
@@ -159,20 +162,20 @@ def main(argv: list[str] | None = None) -> int:
 
             _say("rclone: copy from a plain HTTP server")
             results["rclone"] = run_rclone(
-                stack, images[: args.images], latency, total, root / "rclone"
+                _started(stack), images[: args.images], latency, total, root / "rclone"
             )
         if "put" in args.parts:
             from bench.baselines import run_put
 
             _say("put: bare boto3 PUT loop from disk")
-            results["put"] = run_put(stack, images[: args.images], total)
+            results["put"] = run_put(_started(stack), images[: args.images], total)
         if "growth" in args.parts:
             from bench.growth import run_growth
 
             largest = max(args.growth_sizes)
             _say(f"growth: {args.growth_sizes} small images (cached under bench/.cache)")
             results["growth"] = run_growth(
-                stack,
+                _started(stack),
                 dataset(largest, args.seed, "small"),
                 args.growth_sizes,
                 args.workers,
@@ -199,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
             from bench.api import run_api
 
             _say(f"api: {args.api_rows:,} rows")
-            results["api"] = run_api(stack, args.api_rows, args.api_requests, root / "api")
+            results["api"] = run_api(
+                _started(stack), args.api_rows, args.api_requests, root / "api"
+            )
     finally:
         if stack is not None:
             stack.stop()
@@ -261,6 +266,13 @@ def _run_lean(
         return run_import(stack, drive, folder, images, config, root / "lean", url, "bench-lean")
     finally:
         drive.stop()
+
+
+def _started(stack: Stack | None) -> Stack:
+    """The servers, which every part in _NEEDS_SERVERS has started."""
+    if stack is None:
+        raise RuntimeError("the servers were not started for this part")
+    return stack
 
 
 def _e2e_config(args: argparse.Namespace, count: int, mode: str = "full") -> Any:

@@ -167,7 +167,7 @@ def make_image(
     height: int,
     fmt: str = "JPEG",
     seed: int = 0,
-    exif: dict[int, object] | None = None,
+    exif: Mapping[int, object] | None = None,
 ) -> bytes:
     """A real image with some texture, so encoders do not shrink it to nothing."""
     rng = random.Random(seed)
