@@ -166,13 +166,14 @@ def test_a_running_process_sweeps_the_store_periodically(
         objects = settings.effective_objects_dir
         objects.mkdir(parents=True, exist_ok=True)
         owner = "0123456789abcdef"  # no process holds its lock: it is gone
-        (objects / f".tmp-{owner}.lock").touch()
+        lock = objects / f".tmp-{owner}.lock"
+        lock.touch()
         partial = objects / f".tmp-{owner}-x.part"
         partial.write_bytes(b"partial")
         deadline = time.monotonic() + 30
-        while partial.exists():
-            assert time.monotonic() < deadline
+        # A sweep removes the owner's files, then its lock: wait for both, not only the first.
+        while partial.exists() or lock.exists():
+            assert time.monotonic() < deadline, (partial.exists(), lock.exists())
             time.sleep(0.05)
-        assert not (objects / f".tmp-{owner}.lock").exists()
     finally:
         runtime.close()
