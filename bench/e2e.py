@@ -38,6 +38,18 @@ class E2EConfig:
     mode: str = "full"  # the import's --mode
 
 
+def _workers(env: dict[str, str], config: E2EConfig, work_dir: Path) -> Workers:
+    """The worker processes `config` asks for, logging into `work_dir`."""
+    return Workers(
+        env,
+        config.workers,
+        config.concurrency,
+        work_dir,
+        config.profile_dir,
+        config.profile_gil,
+    )
+
+
 def run_import(
     stack: Stack,
     drive: DriveServer,
@@ -49,14 +61,7 @@ def run_import(
     bucket: str,
 ) -> dict[str, Any]:
     env = stack.env(database_url, bucket, work_dir / "data") | drive.env()
-    workers = Workers(
-        env,
-        config.workers,
-        config.concurrency,
-        work_dir,
-        config.profile_dir,
-        config.profile_gil,
-    )
+    workers = _workers(env, config, work_dir)
     engine = create_engine(database_url)
     try:
         workers.start()
@@ -119,14 +124,7 @@ def run_reimport(
     """The folder `first` imported, imported again into the same database and bucket, with
     nothing changed at the source: every file should be settled unchanged, not downloaded."""
     env = stack.env(database_url, bucket, work_dir / "data") | drive.env()
-    workers = Workers(
-        env,
-        config.workers,
-        config.concurrency,
-        work_dir,
-        config.profile_dir,
-        config.profile_gil,
-    )
+    workers = _workers(env, config, work_dir)
     engine = create_engine(database_url)
     requests, downloads = drive.times.requests, drive.times.downloads
     try:
