@@ -214,6 +214,8 @@ def table(report: dict[str, Any]) -> str:
                 f"  {page.replace('_', ' '):<28}{_fmt(a[page + '_p50_ms']):>8} / "
                 f"{_fmt(a[page + '_p99_ms'])}"
             )
+    if "imaging" in results:
+        lines += _imaging_lines(results["imaging"])
     lines.append("targets:")
     for name, check in report["targets"].items():
         verdict = {True: "met", False: "not met", None: "not run"}[check["met"]]
@@ -252,6 +254,24 @@ def _growth_lines(growth: dict[str, Any], config: dict[str, Any]) -> list[str]:
         f"  per-image CPU at {runs[-1]['images']:,} / at {runs[0]['images']:,} images: all "
         f"processes {_fmt(growth['cpu_growth'])}, workers {_fmt(growth['worker_cpu_growth'])}"
     )
+    return lines
+
+
+def _imaging_lines(imaging: dict[str, Any]) -> list[str]:
+    if imaging["libvips"] is None:
+        return [f"imaging: not run, {imaging['skipped']}"]
+    lines = [
+        f"verify + EXIF + {imaging['thumbnail_px']} px WebP thumbnail, CPU ms per image, one "
+        f"thread, best of {imaging['rounds']} ({imaging['images']} images): Pillow (the "
+        f"worker's code) "
+        f"{_fmt(imaging['pillow_cpu_ms_per_image'])}, libvips {imaging['libvips']} "
+        f"{_fmt(imaging['libvips_cpu_ms_per_image'])}: {imaging['faster']} is faster"
+    ]
+    for fmt, row in imaging["per_format"].items():
+        lines.append(
+            f"  {fmt:<6} ({row['images']:>3}) Pillow {_fmt(row['pillow_cpu_ms']):>6}   "
+            f"libvips {_fmt(row['libvips_cpu_ms']):>6}"
+        )
     return lines
 
 

@@ -5,7 +5,8 @@ lean (e2e's import in lean mode: no decode, no thumbnail, into a database and bu
 own), bigfile (one large file through a worker), rclone and put (the baselines on the same files
 and S3), growth (e2e's import of small images at 1,000, 10,000 and 100,000 images: the cost
 per image as imports grow), listing (a 100,000-file folder), embedded (SQLite + local folder
-in one process), api (GET /api/v1/images at 1,000,000 rows)."""
+in one process), api (GET /api/v1/images at 1,000,000 rows), imaging (the worker's Pillow
+code against libvips on the same images)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ PARTS = (
     "listing",
     "embedded",
     "api",
+    "imaging",
 )
 _NEEDS_SERVERS = {"e2e", "reimport", "lean", "bigfile", "rclone", "put", "growth", "api"}
 SMOKE = {
@@ -48,6 +50,7 @@ SMOKE = {
     "big_file_mb": 20,
     "growth_sizes": "20,60",
     "growth_preload_rows": 2000,
+    "imaging_images": 30,
 }
 
 
@@ -66,6 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--api-rows", type=int, default=1_000_000)
     parser.add_argument("--api-requests", type=int, default=300, help="per page measured")
     parser.add_argument("--big-file-mb", type=int, default=300)
+    parser.add_argument(
+        "--imaging-images", type=int, default=300, help="compared by the imaging part (300)"
+    )
     parser.add_argument(
         "--growth-sizes",
         default="1000,10000,100000",
@@ -139,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     stack = None
     try:
         images = []
-        if {"e2e", "lean", "rclone", "put", "embedded"} & set(args.parts):
+        if {"e2e", "lean", "rclone", "put", "embedded", "imaging"} & set(args.parts):
             _say(f"images: {args.images:,} (cached under bench/.cache)")
-            images = dataset(max(args.images, args.embedded_images), args.seed)
+            images = dataset(max(args.images, args.embedded_images, args.imaging_images), args.seed)
         if _NEEDS_SERVERS & set(args.parts):
             from bench.stack import start_stack
 
@@ -205,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
             results["api"] = run_api(
                 _started(stack), args.api_rows, args.api_requests, root / "api"
             )
+        if "imaging" in args.parts:
+            from bench.imaging import run_imaging
+
+            _say(f"imaging: Pillow against libvips, {args.imaging_images:,} images")
+            results["imaging"] = run_imaging(images, args.imaging_images)
     finally:
         if stack is not None:
             stack.stop()

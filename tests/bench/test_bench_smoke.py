@@ -54,6 +54,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "last_page_p99_ms",
         "p99_ms_max",
     ),
+    "imaging": ("pillow_cpu_ms_per_image", "libvips_cpu_ms_per_image"),
 }
 
 
@@ -95,6 +96,12 @@ def test_smoke_bench_reports_every_metric(tmp_path: Path) -> None:
         for metric in ("images_per_s", "worker_cpu_s_per_image", "machine_cpu_s_per_image"):
             assert _positive(size[metric]), (size["images"], metric)
         assert _positive(size["cpu_s_per_image"]["all"])
+    # Both image libraries made a thumbnail of every sampled image of each format.
+    imaging = results["imaging"]
+    assert imaging["images"] == 30
+    assert sum(row["images"] for row in imaging["per_format"].values()) == 30
+    assert set(imaging["per_format"]) == {"JPEG", "PNG", "WEBP"}
+    assert imaging["faster"] in ("pillow", "libvips")
     # Imported again, unchanged: settled without a single download.
     assert results["reimport"]["states"] == {"unchanged": images}
     assert results["reimport"]["downloads"] == 0
