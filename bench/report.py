@@ -216,6 +216,8 @@ def table(report: dict[str, Any]) -> str:
             )
     if "imaging" in results:
         lines += _imaging_lines(results["imaging"])
+    if "s3clients" in results:
+        lines += _s3clients_lines(results["s3clients"])
     lines.append("targets:")
     for name, check in report["targets"].items():
         verdict = {True: "met", False: "not met", None: "not run"}[check["met"]]
@@ -272,6 +274,19 @@ def _imaging_lines(imaging: dict[str, Any]) -> list[str]:
             f"  {fmt:<6} ({row['images']:>3}) Pillow {_fmt(row['pillow_cpu_ms']):>6}   "
             f"libvips {_fmt(row['libvips_cpu_ms']):>6}"
         )
+    return lines
+
+
+def _s3clients_lines(clients: dict[str, Any]) -> list[str]:
+    lines = [
+        f"one PUT of a {_fmt(clients['mean_file_kb'])} KB file, {clients['threads']} threads, "
+        f"best of 2 rounds of {clients['files']:,} (CPU ms per PUT; {clients['fastest']} is "
+        "the cheapest):",
+        f"  {'':<18}" + "".join(f"{h:>11}" for h in ("client", "S3 server", "both", "PUTs/s")),
+    ]
+    for name, put in clients["per_put"].items():
+        cells = (put["client_ms"], put["server_ms"], put["all_ms"], put["puts_per_s"])
+        lines.append(f"  {name:<18}" + "".join(f"{_fmt(c):>11}" for c in cells))
     return lines
 
 

@@ -6,7 +6,8 @@ own), bigfile (one large file through a worker), rclone and put (the baselines o
 and S3), growth (e2e's import of small images at 1,000, 10,000 and 100,000 images: the cost
 per image as imports grow), listing (a 100,000-file folder), embedded (SQLite + local folder
 in one process), api (GET /api/v1/images at 1,000,000 rows), imaging (the worker's Pillow
-code against libvips on the same images)."""
+code against libvips on the same images), s3clients (the worker's boto3 PUT against obstore
+and minio on the same files and S3)."""
 
 from __future__ import annotations
 
@@ -39,8 +40,19 @@ PARTS = (
     "embedded",
     "api",
     "imaging",
+    "s3clients",
 )
-_NEEDS_SERVERS = {"e2e", "reimport", "lean", "bigfile", "rclone", "put", "growth", "api"}
+_NEEDS_SERVERS = {
+    "e2e",
+    "reimport",
+    "lean",
+    "bigfile",
+    "rclone",
+    "put",
+    "growth",
+    "api",
+    "s3clients",
+}
 SMOKE = {
     "images": 200,
     "listing_files": 3000,
@@ -51,6 +63,7 @@ SMOKE = {
     "growth_sizes": "20,60",
     "growth_preload_rows": 2000,
     "imaging_images": 30,
+    "s3clients_files": 100,
 }
 
 
@@ -71,6 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--big-file-mb", type=int, default=300)
     parser.add_argument(
         "--imaging-images", type=int, default=300, help="compared by the imaging part (300)"
+    )
+    parser.add_argument(
+        "--s3clients-files", type=int, default=2000, help="PUT by each client in s3clients (2000)"
     )
     parser.add_argument(
         "--growth-sizes",
@@ -145,9 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     stack = None
     try:
         images = []
-        if {"e2e", "lean", "rclone", "put", "embedded", "imaging"} & set(args.parts):
+        if {"e2e", "lean", "rclone", "put", "embedded", "imaging", "s3clients"} & set(args.parts):
             _say(f"images: {args.images:,} (cached under bench/.cache)")
-            images = dataset(max(args.images, args.embedded_images, args.imaging_images), args.seed)
+            images = dataset(
+                max(args.images, args.embedded_images, args.imaging_images, args.s3clients_files),
+                args.seed,
+            )
         if _NEEDS_SERVERS & set(args.parts):
             from bench.stack import start_stack
 
@@ -216,6 +235,13 @@ def main(argv: list[str] | None = None) -> int:
 
             _say(f"imaging: Pillow against libvips, {args.imaging_images:,} images")
             results["imaging"] = run_imaging(images, args.imaging_images)
+        if "s3clients" in args.parts:
+            from bench.s3clients import run_s3clients
+
+            _say(f"s3clients: boto3 against obstore and minio, {args.s3clients_files:,} PUTs each")
+            results["s3clients"] = run_s3clients(
+                _started(stack), images[: args.s3clients_files], total
+            )
     finally:
         if stack is not None:
             stack.stop()

@@ -55,6 +55,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
         "p99_ms_max",
     ),
     "imaging": ("pillow_cpu_ms_per_image", "libvips_cpu_ms_per_image"),
+    "s3clients": ("files", "threads", "mean_file_kb"),
 }
 
 
@@ -102,6 +103,12 @@ def test_smoke_bench_reports_every_metric(tmp_path: Path) -> None:
     assert sum(row["images"] for row in imaging["per_format"].values()) == 30
     assert set(imaging["per_format"]) == {"JPEG", "PNG", "WEBP"}
     assert imaging["faster"] in ("pillow", "libvips")
+    # Each S3 client stored every file (the part checks the objects) and was measured.
+    clients = results["s3clients"]["per_put"]
+    assert set(clients) == {"boto3 (S3Store)", "obstore", "minio"}
+    for name, put in clients.items():
+        for metric in ("client_ms", "server_ms", "all_ms", "puts_per_s"):
+            assert _positive(put[metric]), (name, metric)
     # Imported again, unchanged: settled without a single download.
     assert results["reimport"]["states"] == {"unchanged": images}
     assert results["reimport"]["downloads"] == 0
