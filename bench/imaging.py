@@ -25,7 +25,7 @@ ROUNDS = 3  # Pillow, libvips, Pillow, libvips, ...: the best round of each coun
 
 
 def run_imaging(images: Sequence[BenchImage], sample: int) -> dict[str, Any]:
-    files = _sample(images, sample)
+    files = [(image, Path(image.path).read_bytes()) for image in _sample(images, sample)]
     pillow = _pillow()
     libvips = _libvips()
     if libvips is None:
@@ -41,7 +41,7 @@ def run_imaging(images: Sequence[BenchImage], sample: int) -> dict[str, Any]:
             for fmt, ms in _cpu_ms_per_image(files, convert).items():
                 best[name][fmt] = min(best[name].get(fmt, ms), ms)
     counts: dict[str, int] = defaultdict(int)
-    for image in files:
+    for image, _ in files:
         counts[image.format] += 1
     result: dict[str, Any] = {
         "images": len(files),
@@ -73,13 +73,14 @@ def _sample(images: Sequence[BenchImage], sample: int) -> list[BenchImage]:
     return list(images[::step][:sample])
 
 
-def _check_same_job(files: Sequence[BenchImage], *converters: Callable[[bytes], bytes]) -> None:
+def _check_same_job(
+    files: Sequence[tuple[BenchImage, bytes]], *converters: Callable[[bytes], bytes]
+) -> None:
     """Both make a WebP thumbnail of the same size (within a pixel of rounding) of each file:
     the comparison is of the same work."""
     from PIL import Image
 
-    for image in files:
-        data = Path(image.path).read_bytes()
+    for image, data in files:
         sizes = []
         for convert in converters:
             with Image.open(io.BytesIO(convert(data))) as thumb:
@@ -91,12 +92,11 @@ def _check_same_job(files: Sequence[BenchImage], *converters: Callable[[bytes], 
 
 
 def _cpu_ms_per_image(
-    files: Sequence[BenchImage], convert: Callable[[bytes], bytes]
+    files: Sequence[tuple[BenchImage, bytes]], convert: Callable[[bytes], bytes]
 ) -> dict[str, float]:
     spent: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
-    for image in files:
-        data = Path(image.path).read_bytes()
+    for image, data in files:
         started = time.process_time()
         convert(data)
         spent[image.format] += time.process_time() - started

@@ -265,8 +265,7 @@ def _imaging_lines(imaging: dict[str, Any]) -> list[str]:
     lines = [
         f"verify + EXIF + {imaging['thumbnail_px']} px WebP thumbnail, CPU ms per image, one "
         f"thread, best of {imaging['rounds']} ({imaging['images']} images): Pillow (the "
-        f"worker's code) "
-        f"{_fmt(imaging['pillow_cpu_ms_per_image'])}, libvips {imaging['libvips']} "
+        f"worker's code) {_fmt(imaging['pillow_cpu_ms_per_image'])}, libvips {imaging['libvips']} "
         f"{_fmt(imaging['libvips_cpu_ms_per_image'])}: {imaging['faster']} is faster"
     ]
     for fmt, row in imaging["per_format"].items():
@@ -280,8 +279,8 @@ def _imaging_lines(imaging: dict[str, Any]) -> list[str]:
 def _s3clients_lines(clients: dict[str, Any]) -> list[str]:
     lines = [
         f"one PUT of a {_fmt(clients['mean_file_kb'])} KB file, {clients['threads']} threads, "
-        f"best of 2 rounds of {clients['files']:,} (CPU ms per PUT; {clients['fastest']} is "
-        "the cheapest):",
+        f"best of {clients['rounds']} rounds of {clients['files']:,} (CPU ms per PUT; "
+        f"{clients['fastest']} is the cheapest):",
         f"  {'':<18}" + "".join(f"{h:>11}" for h in ("client", "S3 server", "both", "PUTs/s")),
     ]
     for name, put in clients["per_put"].items():

@@ -42,17 +42,8 @@ PARTS = (
     "imaging",
     "s3clients",
 )
-_NEEDS_SERVERS = {
-    "e2e",
-    "reimport",
-    "lean",
-    "bigfile",
-    "rclone",
-    "put",
-    "growth",
-    "api",
-    "s3clients",
-}
+# Every other part starts the servers (PostgreSQL, NATS, SeaweedFS) first.
+_NEEDS_SERVERS = set(PARTS) - {"listing", "embedded", "imaging"}
 SMOKE = {
     "images": 200,
     "listing_files": 3000,

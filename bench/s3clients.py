@@ -41,6 +41,7 @@ def run_s3clients(stack: Stack, images: Sequence[BenchImage], threads: int) -> d
     return {
         "files": len(files),
         "threads": threads,
+        "rounds": ROUNDS,
         "mean_file_kb": rounded(sum(len(f[1]) for f in files) / len(files) / 1024),
         "per_put": best,
         "fastest": min(best, key=lambda name: best[name]["all_ms"]),
